@@ -1,0 +1,154 @@
+"""Arithmetic claims in reasoning text, and whether they are true.
+
+A claim is an expression written with digits followed by ``=`` and a number, e.g.
+``40 + 8 = 48`` or ``(12 - 2) * 3 = 30``. The same checker judges generated training data
+(every claim must hold), evaluation (step validity) and RL rewards, so a step the data
+generator would reject is also a step the evaluator counts as wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from cotune.format import parse_number
+
+_NUMTOK = r"\d+(?:,\d{3})*(?:\.\d+)?"
+# An expression: numbers joined by operators, optional parentheses and a leading sign.
+_EXPR = (
+    rf"(?<![\w.,])(?:\(\s*)*-?\s*{_NUMTOK}(?:\s*\)*\s*[-+*/×x÷]\s*(?:\(\s*)*-?\s*{_NUMTOK})+\s*\)*"
+)
+_CLAIM_RE = re.compile(rf"({_EXPR})\s*=\s*(-?\s*\$?{_NUMTOK}%?)(?![\d])")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One ``expression = value`` statement found in reasoning text."""
+
+    text: str
+    expression: str
+    claimed: str
+    true_value: Fraction | None  # None when the expression could not be evaluated
+    correct: bool
+
+
+class _Parser:
+    """A tiny recursive-descent evaluator over exact fractions (no ``eval``)."""
+
+    def __init__(self, s: str) -> None:
+        s = s.replace("×", "*").replace("÷", "/").replace("x", "*").replace(",", "")
+        self.toks = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", s)
+        self.i = 0
+
+    def parse(self) -> Fraction:
+        v = self.expr()
+        if self.i != len(self.toks):
+            raise ValueError("trailing tokens")
+        return v
+
+    def peek(self) -> str | None:
+        return self.toks[self.i] if self.i < len(self.toks) else None
+
+    def take(self) -> str:
+        t = self.peek()
+        if t is None:
+            raise ValueError("unexpected end")
+        self.i += 1
+        return t
+
+    def expr(self) -> Fraction:
+        v = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            v = v + self.term() if op == "+" else v - self.term()
+        return v
+
+    def term(self) -> Fraction:
+        v = self.unary()
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            r = self.unary()
+            if op == "*":
+                v = v * r
+            else:
+                if r == 0:
+                    raise ZeroDivisionError
+                v = v / r
+        return v
+
+    def unary(self) -> Fraction:
+        if self.peek() == "-":
+            self.take()
+            return -self.unary()
+        if self.peek() == "(":
+            self.take()
+            v = self.expr()
+            if self.take() != ")":
+                raise ValueError("unbalanced")
+            return v
+        t = self.take()
+        if not re.fullmatch(r"\d+(?:\.\d+)?", t):
+            raise ValueError(f"unexpected {t}")
+        return Fraction(t)
+
+
+def evaluate(expression: str) -> Fraction | None:
+    """Exact value of an arithmetic expression, or None if it is not one."""
+    try:
+        if expression.count("(") != expression.count(")"):
+            return None
+        return _Parser(expression).parse()
+    except (ValueError, ZeroDivisionError, IndexError):
+        return None
+
+
+def _claim_holds(true: Fraction, claimed_text: str) -> bool:
+    claimed = parse_number(claimed_text.replace(" ", ""))
+    if claimed is None:
+        return False
+    if claimed == true:
+        return True
+    # A rounded decimal is true when it is the correctly rounded value at its precision.
+    digits = claimed_text.split(".")[1] if "." in claimed_text else ""
+    digits = re.match(r"\d*", digits).group(0)  # type: ignore[union-attr]
+    if digits:
+        return abs(true - claimed) <= Fraction(1, 2 * 10 ** len(digits))
+    return False
+
+
+def find_claims(text: str) -> list[Claim]:
+    """Every checkable ``expression = number`` claim in ``text``, in order. Never raises."""
+    if not isinstance(text, str):
+        return []
+    claims = []
+    for m in _CLAIM_RE.finditer(text):
+        expr, claimed = m.group(1).strip(), m.group(2).strip()
+        if claimed.endswith("%"):
+            continue  # "20% of 50 = 10"-style claims are not plain arithmetic
+        if expr.count("(") != expr.count(")"):
+            expr = expr.strip("()").strip()
+        true = evaluate(expr)
+        ok = true is not None and _claim_holds(true, claimed.replace("$", ""))
+        claims.append(Claim(m.group(0).strip(), expr, claimed, true, ok))
+    return claims
+
+
+@dataclass(frozen=True)
+class StepReport:
+    n_claims: int
+    n_correct: int
+
+    @property
+    def all_correct(self) -> bool:
+        return self.n_correct == self.n_claims
+
+    @property
+    def validity(self) -> float | None:
+        return None if self.n_claims == 0 else self.n_correct / self.n_claims
+
+
+def check_steps(text: str | None) -> StepReport:
+    """How many of the reasoning's arithmetic claims are true."""
+    claims = find_claims(text or "")
+    return StepReport(len(claims), sum(c.correct for c in claims))
