@@ -43,7 +43,9 @@ class DataSource(_Strict):
 
 
 class DataCfg(_Strict):
-    train: list[DataSource] = Field(default_factory=lambda: [DataSource(generator="arithmetic", n=2000)])
+    train: list[DataSource] = Field(
+        default_factory=lambda: [DataSource(generator="arithmetic", n=2000)]
+    )
     val: str | None = None  # JSONL of canonical records; None = split off `val_fraction`
     val_fraction: float = Field(0.05, ge=0, lt=1)
     val_size_for_accuracy: int = Field(32, ge=0)

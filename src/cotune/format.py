@@ -43,8 +43,7 @@ INSTRUCTIONS: dict[str, str] = {
         "answer inside <answer></answer>."
     ),
     "plain": (
-        "Think step by step after 'Reasoning:', then give only the final answer after "
-        "'Answer:'."
+        "Think step by step after 'Reasoning:', then give only the final answer after 'Answer:'."
     ),
 }
 
@@ -226,7 +225,6 @@ def parse_completion(text: str, schema: Schema = "tags", strict: bool = True) ->
     """
     if not isinstance(text, str):
         return Parsed(None, None, False, ["completion is not text"])
-    text = unicodedata.normalize("NFC", text)
     parsed = _parse_plain(text) if schema == "plain" else _parse_tags(text)
     if strict or parsed.answer is not None:
         return parsed
@@ -245,7 +243,9 @@ def parse_completion(text: str, schema: Schema = "tags", strict: bool = True) ->
     parsed.answer, parsed.answer_source = answer, source
     if parsed.reasoning is None and text.strip():
         cut = text.find(ANSWER_OPEN)
-        parsed.reasoning = (text[:cut] if cut >= 0 else text).replace(REASONING_OPEN, "").strip() or None
+        parsed.reasoning = (text[:cut] if cut >= 0 else text).replace(
+            REASONING_OPEN, ""
+        ).strip() or None
     return parsed
 
 
@@ -277,7 +277,11 @@ def parse_number(s: str) -> Fraction | None:
     if neg:
         t = "-" + t
     t = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", t)  # thousands separators
-    t = re.sub(r"(?<=\d) (?=\d{3}(?!\d)(?!\s*/))", "", t) if re.match(r"^[-+]?\d{1,3}( \d{3})+\b", t) else t
+    t = (
+        re.sub(r"(?<=\d) (?=\d{3}(?!\d)(?!\s*/))", "", t)
+        if re.match(r"^[-+]?\d{1,3}( \d{3})+\b", t)
+        else t
+    )
     try:
         m = _MIXED.match(t)
         if m:
