@@ -14,12 +14,14 @@ from fractions import Fraction
 
 from cotune.format import parse_number
 
-_NUMTOK = r"\d+(?:,\d{3})*(?:\.\d+)?"
+_NUMTOK = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
+# "x" means "times" only between spaced numbers ("5 x 6"), never in "3x - 4" (a variable).
+_OP = r"(?:\s*[-+*/×÷]\s*|\s+x\s+)"
 # An expression: numbers joined by operators, optional parentheses and a leading sign.
 _EXPR = (
-    rf"(?<![\w.,])(?:\(\s*)*-?\s*{_NUMTOK}(?:\s*\)*\s*[-+*/×x÷]\s*(?:\(\s*)*-?\s*{_NUMTOK})+\s*\)*"
+    rf"(?<![\w.,])(?:\(\s*)*-?\s*{_NUMTOK}(?:\s*\)*{_OP}(?:\(\s*)*-?\s*{_NUMTOK})+\s*\)*"
 )
-_CLAIM_RE = re.compile(rf"({_EXPR})\s*=\s*(-?\s*\$?{_NUMTOK}%?)(?![\d])")
+_CLAIM_RE = re.compile(rf"({_EXPR})\s*=\s*(-?\s*{_NUMTOK}(?:/\d+)?%?)(?![\d])")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class _Parser:
     """A tiny recursive-descent evaluator over exact fractions (no ``eval``)."""
 
     def __init__(self, s: str) -> None:
-        s = s.replace("×", "*").replace("÷", "/").replace("x", "*").replace(",", "")
+        s = s.replace("×", "*").replace("÷", "/").replace("x", "*").replace(",", "").replace("$", "")
         self.toks = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", s)
         self.i = 0
 

@@ -1,0 +1,268 @@
+"""Importers: other people's data formats -> canonical records.
+
+* ``gsm8k``: ``{"question", "answer"}`` with ``<<48/2=24>>`` calculator notes and ``#### 72``.
+* ``prompt-completion``: ``{"prompt", "completion"}``; the completion is parsed leniently
+  with :func:`cotune.format.parse_completion` (tags, plain, ``####``, "the answer is").
+* ``messages``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``.
+* ``csv``: a header with ``question`` and ``answer`` columns; answer-only records (empty
+  reasoning) for evaluation.
+* ``jsonl``: canonical records.
+
+Each importer yields ``(line, Record | DataError, raw)`` and never raises for bad content,
+so :func:`import_file` can either stop at the first error (naming file and line) or
+collect rejects for a sidecar.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from cotune.data.records import DataError, Record, Reject, iter_jsonl
+from cotune.format import parse_completion, parse_number
+
+Item = tuple[int, Record | DataError, str]
+_CALC = re.compile(r"<<[^<>]*>>")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, Any, str] | tuple[int, DataError, str]]:
+    """JSON objects per line (or a DataError for that line)."""
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield (
+                    i,
+                    DataError(f"not UTF-8 text (byte {e.start})", str(path), i),
+                    raw.decode("utf-8", "replace"),
+                )
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield i, json.loads(line), line
+            except (json.JSONDecodeError, RecursionError) as e:
+                msg = getattr(e, "msg", "nested too deeply")
+                yield (
+                    i,
+                    DataError(
+                        f"malformed JSON ({msg}); expected one JSON object per line", str(path), i
+                    ),
+                    line,
+                )
+
+
+def _field(obj: Any, key: str, what: str) -> str:
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object with {what}, got {type(obj).__name__}")
+    if key not in obj:
+        raise DataError(f"missing field '{key}' (expected {what})")
+    v = obj[key]
+    if not isinstance(v, str):
+        raise DataError(f"field '{key}': expected a string, got {type(v).__name__}")
+    return v
+
+
+def _answer(answer: str | None, where: str) -> str:
+    if answer is None or not answer.strip():
+        raise DataError(f"{where}: no answer found (expected e.g. <answer>48</answer>, '#### 48')")
+    if parse_number(answer) is None:
+        raise DataError(f"{where}: expected a numeric answer, got {answer.strip()[:40]!r}")
+    return answer.strip()
+
+
+def _wrap(path: Path, make: Callable[[Any, int], Record]) -> Iterator[Item]:
+    for i, obj, raw in _lines(path):
+        if isinstance(obj, DataError):
+            yield i, obj, raw
+            continue
+        try:
+            yield i, make(obj, i), raw
+        except DataError as e:
+            yield i, DataError(e.message, str(path), i), raw
+
+
+def parse_gsm8k_answer(text: str) -> tuple[str, str]:
+    """GSM8K's answer field -> (reasoning without calculator notes, final answer)."""
+    if "####" not in text:
+        raise DataError("field 'answer': expected GSM8K '#### <number>' at the end")
+    body, _, final = text.rpartition("####")
+    lines = [_CALC.sub("", line).strip() for line in body.strip().split("\n")]
+    return "\n".join(line for line in lines if line), _answer(final, "field 'answer' after ####")
+
+
+def iter_gsm8k(path: str | Path) -> Iterator[Item]:
+    p = Path(path)
+
+    def make(obj: Any, i: int) -> Record:
+        q = _field(obj, "question", "'question' and 'answer' strings")
+        reasoning, answer = parse_gsm8k_answer(
+            _field(obj, "answer", "'question' and 'answer' strings")
+        )
+        return Record(f"gsm8k-{p.stem}-{i}", "gsm8k", q, reasoning, answer, "gsm8k", None)
+
+    yield from _wrap(p, make)
+
+
+def _completion(text: str) -> tuple[str, str]:
+    """(reasoning, answer) from a completion in either schema or free text."""
+    best = None
+    for schema in ("tags", "plain"):
+        parsed = parse_completion(text, schema, strict=False)  # type: ignore[arg-type]
+        if parsed.answer is not None and (best is None or parsed.well_formed):
+            best = parsed
+        if parsed.well_formed:
+            break
+    if best is None:
+        _answer(None, "completion")
+    assert best is not None
+    return (best.reasoning or "").strip(), _answer(best.answer, "completion")
+
+
+_Q_PREFIX = re.compile(r"(?:^|\n)\s*Question:\s*", re.IGNORECASE)
+
+
+def _question(prompt: str) -> str:
+    """The question from a prompt: the text after the last ``Question:`` if there is one."""
+    parts = _Q_PREFIX.split(prompt)
+    q = parts[-1] if len(parts) > 1 else prompt
+    q = re.sub(r"\n\s*(?:Reasoning|Answer):\s*$", "", q.strip(), flags=re.IGNORECASE)
+    if not q.strip():
+        raise DataError("prompt: expected a non-empty question")
+    return q.strip()
+
+
+def iter_prompt_completion(path: str | Path) -> Iterator[Item]:
+    p = Path(path)
+
+    def make(obj: Any, i: int) -> Record:
+        what = "'prompt' and 'completion' strings"
+        q = _question(_field(obj, "prompt", what))
+        reasoning, answer = _completion(_field(obj, "completion", what))
+        return Record(f"{p.stem}-{i}", "imported", q, reasoning, answer, p.stem, None)
+
+    yield from _wrap(p, make)
+
+
+def iter_messages(path: str | Path) -> Iterator[Item]:
+    p = Path(path)
+
+    def make(obj: Any, i: int) -> Record:
+        what = "a 'messages' list of {role, content}"
+        if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
+            raise DataError(f"expected a JSON object with {what}")
+        user = reply = None
+        for k, m in enumerate(obj["messages"]):
+            role = m.get("role") if isinstance(m, dict) else None
+            content = m.get("content") if isinstance(m, dict) else None
+            if not isinstance(role, str) or not isinstance(content, str):
+                raise DataError(f"messages[{k}]: expected {{'role': str, 'content': str}}")
+            if role == "user":
+                user, reply = content, None
+            elif role in ("assistant", "model") and user is not None:
+                reply = content
+        if user is None or reply is None:
+            raise DataError("messages: expected a 'user' message followed by an 'assistant' reply")
+        reasoning, answer = _completion(reply)
+        return Record(f"{p.stem}-{i}", "imported", _question(user), reasoning, answer, p.stem, None)
+
+    yield from _wrap(p, make)
+
+
+_Q_COLS = ("question", "problem", "input", "prompt")
+_A_COLS = ("answer", "target", "output", "solution")
+
+
+def iter_csv(path: str | Path) -> Iterator[Item]:
+    """Answer-only records from a CSV with a header (question/answer or common aliases)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError("file not found", str(p))
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        yield line, DataError(f"not UTF-8 text (byte {e.start})", str(p), line), ""
+        return
+    reader = csv.reader(io.StringIO(text.replace("\0", ""), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            yield (
+                1,
+                DataError(
+                    "empty file; expected a header with 'question' and 'answer' columns", str(p), 1
+                ),
+                "",
+            )
+            return
+        cols = [h.strip().casefold() for h in header]
+        qi = next((cols.index(c) for c in _Q_COLS if c in cols), None)
+        ai = next((cols.index(c) for c in _A_COLS if c in cols), None)
+        if qi is None or ai is None:
+            msg = f"expected a header with 'question' and 'answer' columns, got {header[:6]}"
+            yield 1, DataError(msg, str(p), 1), ",".join(header)
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            i, raw = start, ",".join(row)
+            start = reader.line_num + 1
+            if not any(c.strip() for c in row):
+                continue
+            if len(row) <= max(qi, ai):
+                yield (
+                    i,
+                    DataError(f"expected {len(header)} columns, got {len(row)}", str(p), i),
+                    raw,
+                )
+                continue
+            q, a = row[qi].strip(), row[ai].strip()
+            try:
+                if not q:
+                    raise DataError("column 'question': expected non-empty text")
+                answer = _answer(a, "column 'answer'")
+            except DataError as e:
+                yield i, DataError(e.message, str(p), i), raw
+                continue
+            yield i, Record(f"{p.stem}-{i}", "imported", q, "", answer, p.stem, None), raw
+    except csv.Error as e:
+        yield reader.line_num, DataError(f"malformed CSV ({e})", str(p), reader.line_num), ""
+
+
+IMPORTERS: dict[str, Callable[[str | Path], Iterator[Item]]] = {
+    "gsm8k": iter_gsm8k,
+    "prompt-completion": iter_prompt_completion,
+    "messages": iter_messages,
+    "csv": iter_csv,
+    "jsonl": iter_jsonl,
+}
+
+
+def import_file(
+    kind: str, path: str | Path, *, skip_invalid: bool = False, rejects: list[Reject] | None = None
+) -> list[Record]:
+    """Read ``path`` as ``kind`` (one of :data:`IMPORTERS`). Strict by default: raises
+    DataError (``file:line: ...``) at the first bad line; with ``skip_invalid`` bad lines
+    go to ``rejects`` instead."""
+    kind = kind.replace("_", "-")
+    if kind not in IMPORTERS:
+        raise DataError(f"unknown import kind {kind!r}; expected one of {', '.join(IMPORTERS)}")
+    out: list[Record] = []
+    for i, item, raw in IMPORTERS[kind](path):
+        if isinstance(item, Record):
+            out.append(item)
+        elif not skip_invalid:
+            raise item
+        elif rejects is not None:
+            rejects.append(
+                Reject("invalid_line", item.message, str(path), i, raw.rstrip("\n")[:2000])
+            )
+    return out

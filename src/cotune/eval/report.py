@@ -1,0 +1,435 @@
+"""Evaluation reports: the numbers, where they came from, and how they are written.
+
+A :class:`Report` is the aggregate metrics plus breakdowns, a failure gallery, the
+per-example rows and ``meta`` (model, data, prompt template, schema, instruction and
+few-shot examples), because a number without the prompt that produced it cannot be
+compared with anything. ``report.json`` is the machine-readable source of truth; the
+markdown, the PNG charts and :func:`compare` are all rendered from it, so a comparison
+of two runs made months apart needs nothing but their directories.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotune.eval.inputs import EvalInputError
+from cotune.eval.metrics import GALLERY_KINDS, ExampleRow, aggregate, breakdown, gallery
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+PREDICTIONS = "predictions.jsonl"
+CHART_BY_TASK = "accuracy_by_task.png"
+CHART_OVERVIEW = "overview.png"
+COMPARE_JSON = "compare.json"
+COMPARE_MD = "compare.md"
+COMPARE_PNG = "compare.png"
+
+
+@dataclass
+class Report:
+    """An evaluation: ``meta`` + ``metrics`` + breakdowns + gallery (+ per-example rows)."""
+
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+    by_task: dict[str, dict[str, Any]]
+    by_difficulty: dict[str, dict[str, Any]]
+    gallery: dict[str, list[dict[str, Any]]]
+    rows: list[ExampleRow] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What goes into report.json (rows go to predictions.jsonl instead)."""
+        return {
+            "meta": self.meta,
+            "metrics": self.metrics,
+            "by_task": self.by_task,
+            "by_difficulty": self.by_difficulty,
+            "gallery": self.gallery,
+        }
+
+
+def build_report(
+    rows: Sequence[ExampleRow],
+    meta: dict[str, Any],
+    *,
+    length_unit: str = "words",
+    gallery_size: int = 5,
+) -> Report:
+    """Aggregate scored rows into a report."""
+    rows = list(rows)
+    return Report(
+        meta={**meta, "length_unit": length_unit},
+        metrics=aggregate(rows, length_unit=length_unit),
+        by_task=breakdown(rows, lambda r: r.task, length_unit=length_unit),
+        by_difficulty=breakdown(
+            rows,
+            lambda r: "none" if r.difficulty is None else r.difficulty,
+            length_unit=length_unit,
+        ),
+        gallery=gallery(rows, size=gallery_size),
+        rows=rows,
+    )
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt(value: Any, pct: bool = True) -> str:
+    """A cell: shares as percentages, counts as integers, missing as an en dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{100 * value:.1f}%" if pct else f"{value:.1f}"
+    return str(value)
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    def esc(c: str) -> str:
+        return str(c).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |"]
+    lines.append("| " + " | ".join("---" for _ in header) + " |")
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+# (label, path into metrics, is a share)
+HEADLINE: list[tuple[str, tuple[str, ...], bool]] = [
+    ("format (strict)", ("format_strict",), True),
+    ("format (lenient)", ("format_lenient",), True),
+    ("accuracy (strict)", ("accuracy_strict",), True),
+    ("accuracy (lenient)", ("accuracy_lenient",), True),
+    ("majority-vote accuracy", ("majority_accuracy",), True),
+    ("any sample correct", ("any_correct",), True),
+    ("step validity (true claims)", ("steps", "step_validity"), True),
+    ("traces with all claims true", ("steps", "trace_validity"), True),
+    ("right answer via a wrong step", ("steps", "right_answer_wrong_step"), False),
+    ("truncated", ("truncated_rate",), True),
+    ("reasoning length (mean)", ("reasoning_length", "mean"), False),
+]
+
+
+def metric_at(metrics: dict[str, Any], path: Sequence[str]) -> Any:
+    v: Any = metrics
+    for p in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(p)
+    return v
+
+
+def _group_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            name,
+            str(m["n_examples"]),
+            fmt(m["format_strict"]),
+            fmt(m["accuracy_strict"]),
+            fmt(m["accuracy_lenient"]),
+            fmt(m["majority_accuracy"]),
+            fmt(m["steps"]["step_validity"]),
+            str(m["steps"]["right_answer_wrong_step"]),
+            str(m["truncated"]),
+        ]
+        for name, m in groups.items()
+    ]
+
+
+_GROUP_HEADER = [
+    "n",
+    "format strict",
+    "acc strict",
+    "acc lenient",
+    "majority",
+    "step validity",
+    "right via wrong step",
+    "truncated",
+]
+
+
+def _fence(text: str) -> str:
+    text = (text or "").replace("```", "ʼʼʼ")
+    return f"```\n{text}\n```"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.json as a readable page: what was run, headline numbers, breakdowns, failures."""
+    meta, m = report["meta"], report["metrics"]
+    out = [f"# cotune eval: {meta.get('model') or meta.get('predictions') or 'predictions'}", ""]
+    facts = [
+        ("model", meta.get("model")),
+        ("data", meta.get("data")),
+        ("predictions", meta.get("predictions")),
+        ("examples / completions", f"{m['n_examples']} / {m['n_completions']}"),
+        ("samples per example", m["samples_per_example"]),
+        ("template / schema", f"{meta.get('template')} / {meta.get('schema')}"),
+        ("few-shot", f"{meta.get('few_shot', 0)} ({meta.get('few_shot_source') or 'none'})"),
+        ("temperature", meta.get("temperature")),
+        ("max new tokens", meta.get("max_new_tokens")),
+    ]
+    out += [_md_table(["", ""], [[k, str(v)] for k, v in facts if v is not None]), ""]
+    out += ["## Headline", ""]
+    rows = []
+    for label, path, share in HEADLINE:
+        v = metric_at(m, path)
+        if v is None and path[0] in ("majority_accuracy", "any_correct"):
+            continue
+        rows.append([label, fmt(v, pct=share)])
+    out += [_md_table(["metric", "value"], rows), ""]
+    st = m["steps"]
+    rl = m["reasoning_length"]
+    out += [
+        f"Claims checked: {st['claims']} ({st['true_claims']} true) in "
+        f"{st['traces_with_claims']} traces; {st['right_answer_wrong_step']} completions reached "
+        f"the right answer through at least one false step. Reasoning length in "
+        f"{rl['unit']}: mean {fmt(rl['mean'], pct=False)}, median {fmt(rl['median'], pct=False)}, "
+        f"max {fmt(rl['max'])}. Truncated at the token limit: {m['truncated']}.",
+        "",
+    ]
+    for title, groups in (
+        ("By task", report["by_task"]),
+        ("By difficulty", report["by_difficulty"]),
+    ):
+        out += [
+            f"## {title}",
+            "",
+            _md_table([title.split()[-1], *_GROUP_HEADER], _group_rows(groups)),
+            "",
+        ]
+    if m["problems"]:
+        out += ["## Format problems", ""]
+        out += [
+            _md_table(["problem", "completions"], [[k, str(v)] for k, v in m["problems"].items()])
+        ]
+        out += [""]
+    out += ["## Prompt", "", _fence(meta.get("prompt_example", "")), ""]
+    for shot in meta.get("few_shot_examples") or []:
+        out += [f"- few-shot `{shot.get('id')}`: {shot.get('question')}"]
+    out += ["", "## Worst failures", ""]
+    for kind in GALLERY_KINDS:
+        items = report["gallery"].get(kind) or []
+        out += [f"### {kind.replace('_', ' ')} ({len(items)})", ""]
+        for g in items:
+            out += [
+                f"**{g['id']}** ({g['task']}, sample {g['sample']}): gold `{g['gold']}`, "
+                f"predicted `{g['predicted']}`; {', '.join(g['failures'])}"
+                + (f"; problems: {', '.join(g['problems'])}" if g["problems"] else "")
+                + (f"; false claims: {', '.join(g['false_claims'])}" if g["false_claims"] else ""),
+                "",
+                f"> {g['question']}",
+                "",
+                _fence(g["completion"]),
+                "",
+            ]
+    return "\n".join(out).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- files
+
+
+def write_predictions(rows: Sequence[ExampleRow], path: Path) -> None:
+    """One line per (id, sample), re-scorable with ``cotune eval --predictions``."""
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            for i, s in enumerate(r.samples):
+                line = {
+                    "id": r.id,
+                    "sample": i,
+                    "completion": s.completion,
+                    "truncated": s.truncated,
+                    "task": r.task,
+                    "gold": r.gold,
+                    "answer": s.lenient_answer,
+                    "strict_answer": s.strict_answer,
+                    "correct": s.lenient_correct,
+                    "strict_correct": s.strict_correct,
+                    "well_formed": s.well_formed,
+                    "problems": s.problems,
+                    "n_claims": s.n_claims,
+                    "n_true_claims": s.n_true_claims,
+                }
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
+    """Write report.json, report.md, predictions.jsonl and the PNG charts; return paths."""
+    from cotune.eval.charts import accuracy_by_task_chart, overview_chart
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    d = report.to_dict()
+    paths = {
+        "json": out / REPORT_JSON,
+        "markdown": out / REPORT_MD,
+        "predictions": out / PREDICTIONS,
+        "chart_by_task": out / CHART_BY_TASK,
+        "chart_overview": out / CHART_OVERVIEW,
+    }
+    paths["json"].write_text(json.dumps(d, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(render_markdown(d), encoding="utf-8")
+    write_predictions(report.rows, paths["predictions"])
+    accuracy_by_task_chart(d, paths["chart_by_task"])
+    overview_chart(d, paths["chart_overview"])
+    return paths
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """report.json from a report directory (or the file itself), checked enough to compare."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / REPORT_JSON
+    if not p.is_file():
+        raise EvalInputError(f"{p}: no report found; expected a directory written by cotune eval")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvalInputError(f"{p}:{e.lineno}: not valid JSON ({e.msg})") from None
+    for key in ("meta", "metrics", "by_task"):
+        if not isinstance(d, dict) or not isinstance(d.get(key), dict):
+            raise EvalInputError(f"{p}: key {key!r} missing; expected a cotune eval report.json")
+    return d
+
+
+# --------------------------------------------------------------------------- compare
+
+
+@dataclass
+class Comparison:
+    """Two reports side by side: ``rows`` are (label, a, b, delta, is_share)."""
+
+    a: dict[str, Any]
+    b: dict[str, Any]
+    label_a: str
+    label_b: str
+    rows: list[tuple[str, Any, Any, Any, bool]]
+    by_task: list[tuple[str, Any, Any, Any]]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "a": self.label_a,
+            "b": self.label_b,
+            "metrics": [
+                {"metric": r[0], "a": r[1], "b": r[2], "delta": r[3], "share": r[4]}
+                for r in self.rows
+            ],
+            "by_task_accuracy_strict": [
+                {"task": t, "a": a, "b": b, "delta": d} for t, a, b, d in self.by_task
+            ],
+            "warnings": self.warnings,
+        }
+
+
+def _delta(a: Any, b: Any) -> Any:
+    ok = isinstance(a, int | float) and isinstance(b, int | float)
+    return b - a if ok and not isinstance(a, bool) and not isinstance(b, bool) else None
+
+
+def _label(report: dict[str, Any], path: Path) -> str:
+    return str(report["meta"].get("model") or path.name or path)
+
+
+def compare_reports(
+    a: dict[str, Any], b: dict[str, Any], label_a: str = "A", label_b: str = "B"
+) -> Comparison:
+    """Line up two report dicts metric by metric (B minus A) and per task."""
+    rows = []
+    for label, path, share in HEADLINE:
+        va, vb = metric_at(a["metrics"], path), metric_at(b["metrics"], path)
+        if va is None and vb is None:
+            continue
+        rows.append((label, va, vb, _delta(va, vb), share))
+    tasks = sorted(set(a["by_task"]) | set(b["by_task"]))
+    by_task = []
+    for t in tasks:
+        va = a["by_task"].get(t, {}).get("accuracy_strict")
+        vb = b["by_task"].get(t, {}).get("accuracy_strict")
+        by_task.append((t, va, vb, _delta(va, vb)))
+    warnings = []
+    fa, fb = a["meta"].get("data_fingerprint"), b["meta"].get("data_fingerprint")
+    if fa and fb and fa != fb:
+        warnings.append("the two reports were computed on different data")
+    for key in ("template", "schema", "few_shot", "samples", "temperature", "max_new_tokens"):
+        if a["meta"].get(key) != b["meta"].get(key):
+            warnings.append(f"{key} differs: {a['meta'].get(key)!r} vs {b['meta'].get(key)!r}")
+    return Comparison(a, b, label_a, label_b, rows, by_task, warnings)
+
+
+def _signed(v: Any, share: bool) -> str:
+    if v is None:
+        return "–"
+    if share:
+        return f"{100 * v:+.1f} pts"
+    return f"{v:+.1f}" if isinstance(v, float) else f"{v:+d}"
+
+
+def comparison_markdown(c: Comparison) -> str:
+    out = [f"# cotune eval: {c.label_a} vs {c.label_b}", ""]
+    out += [
+        _md_table(
+            ["metric", c.label_a, c.label_b, "difference"],
+            [
+                [lab, fmt(va, share), fmt(vb, share), _signed(d, share)]
+                for lab, va, vb, d, share in c.rows
+            ],
+        ),
+        "",
+        "## Strict accuracy by task",
+        "",
+        _md_table(
+            ["task", c.label_a, c.label_b, "difference"],
+            [[t, fmt(va), fmt(vb), _signed(d, True)] for t, va, vb, d in c.by_task],
+        ),
+        "",
+    ]
+    if c.warnings:
+        out += ["## Warnings", ""] + [f"- {w}" for w in c.warnings] + [""]
+    return "\n".join(out)
+
+
+def comparison_table(c: Comparison):
+    """A rich Table of the comparison, differences coloured by sign."""
+    from rich.table import Table
+
+    table = Table(title=f"{c.label_a} → {c.label_b}")
+    for col in ("metric", c.label_a, c.label_b, "difference"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for lab, va, vb, d, share in c.rows:
+        colour = "" if not d else ("green" if d > 0 else "red")
+        if lab in ("truncated", "right answer via a wrong step") and colour:
+            colour = "red" if colour == "green" else "green"  # fewer is better
+        diff = _signed(d, share)
+        table.add_row(
+            lab, fmt(va, share), fmt(vb, share), f"[{colour}]{diff}[/]" if colour else diff
+        )
+    for t, va, vb, d in c.by_task:
+        colour = "" if not d else ("green" if d > 0 else "red")
+        diff = _signed(d, True)
+        table.add_row(
+            f"acc strict: {t}", fmt(va), fmt(vb), f"[{colour}]{diff}[/]" if colour else diff
+        )
+    return table
+
+
+def compare(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path | None = None) -> Comparison:
+    """Compare two report directories; with ``out_dir`` write compare.{json,md,png} there."""
+    pa, pb = Path(dir_a), Path(dir_b)
+    a, b = load_report(pa), load_report(pb)
+    la, lb = _label(a, pa), _label(b, pb)
+    if la == lb:
+        la, lb = f"{la} ({pa.name})", f"{lb} ({pb.name})"
+    c = compare_reports(a, b, la, lb)
+    if out_dir is not None:
+        from cotune.eval.charts import compare_chart
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMPARE_JSON).write_text(json.dumps(c.to_dict(), indent=2) + "\n", encoding="utf-8")
+        (out / COMPARE_MD).write_text(comparison_markdown(c), encoding="utf-8")
+        compare_chart(c, out / COMPARE_PNG)
+    return c

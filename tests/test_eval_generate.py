@@ -1,0 +1,144 @@
+"""evaluate() with a model: the generation path, and its agreement with --predictions.
+
+The first tests stand in a fake ``cotune.generate`` (so the eval side is tested on its
+own); the last one uses the real tiny model and generator when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import types
+
+import pytest
+from typer.testing import CliRunner
+
+from cotune.cli import app
+from cotune.eval import EvalRecord, evaluate, write_report
+from cotune.model.tokenizer import tiny_tokenizer
+
+RECORDS = [
+    EvalRecord("a", "What is 2 + 2?", "4", task="arith", difficulty=1),
+    EvalRecord("b", "What is 3 * 3?", "9", task="arith", difficulty=2),
+    EvalRecord("c", "What is 10 - 7?", "3", task="sub", difficulty=1),
+]
+
+
+class FakeModel:
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.tokenizer = tiny_tokenizer()
+
+
+@pytest.fixture()
+def fake_generate(monkeypatch):
+    calls: list[dict] = []
+
+    def generate(model, prompts, *, max_new_tokens, temperature, top_k, top_p, seed, template,
+                 schema, few_shot=None):  # fmt: skip
+        calls.append({"prompts": list(prompts), "seed": seed, "few_shot": few_shot,
+                      "temperature": temperature, "template": template})  # fmt: skip
+        outs = []
+        for q in prompts:
+            if "10 - 7" in q:  # a rambling completion that runs into the token limit
+                outs.append("<reasoning>" + "10 - 7 = 3 and " * 40)
+            elif "3 * 3" in q and seed % 2:  # odd seeds get it wrong
+                outs.append("<reasoning>3 * 3 = 6</reasoning>\n<answer>6</answer>")
+            else:
+                a = "4" if "2 + 2" in q else "9"
+                outs.append(f"<reasoning>{q[8:-1]} = {a}</reasoning>\n<answer>{a}</answer>")
+        return outs
+
+    mod = types.ModuleType("cotune.generate")
+    mod.generate = generate
+    monkeypatch.setitem(sys.modules, "cotune.generate", mod)
+    return calls
+
+
+def test_generation_path(fake_generate, tmp_path):
+    rep = evaluate(FakeModel(), RECORDS, samples=2, temperature=0.7, max_new_tokens=32,
+                   few_shot=2, batch_size=2, progress=False, seed=10)  # fmt: skip
+    # 2 samples x 2 batches; seeds differ per sample and batch
+    assert [c["seed"] for c in fake_generate] == [10, 11, 1_000_013, 1_000_014]
+    assert fake_generate[0]["prompts"] == ["What is 2 + 2?", "What is 3 * 3?"]
+    assert fake_generate[0]["few_shot"][0][0] == "What is 12 * 4?"
+    m = rep.metrics
+    assert (m["n_examples"], m["n_completions"], m["samples_per_example"]) == (3, 6, 2)
+    # a: right twice; b: seed 10 right, seed 1_000_013 wrong; c: truncated, last number 3
+    assert m["accuracy_strict"] == pytest.approx(3 / 6)
+    assert m["accuracy_lenient"] == pytest.approx(5 / 6)
+    assert m["majority_accuracy"] == pytest.approx(3 / 3)  # b ties 9/6: first seen (9) wins
+    assert m["truncated"] == 2  # c hit the 32-token budget without </answer>
+    assert m["reasoning_length"]["unit"] == "tokens"
+    assert rep.meta["model"] == "fake" and rep.meta["few_shot"] == 2
+    assert rep.meta["samples"] == 2 and rep.meta["temperature"] == 0.7
+
+    with pytest.raises(ValueError, match="temperature > 0"):
+        evaluate(FakeModel(), RECORDS, samples=3, temperature=0.0, progress=False)
+
+    # scoring eval's own predictions file gives the same metrics
+    write_report(rep, tmp_path / "gen")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in RECORDS))
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(tmp_path / "gen" / "predictions.jsonl"),
+                                   "--data", str(data), "--out", str(tmp_path / "p"),
+                                   "--tokenizer", "tiny", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert again["metrics"] == json.loads(json.dumps(rep.metrics))
+    assert again["by_task"] == json.loads(json.dumps(rep.by_task))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("cotune.generate") is None, reason="cotune.generate not built yet"
+)
+def test_tiny_model_end_to_end(tmp_path):
+    from cotune.model import load
+
+    model = load("tiny")
+    records = RECORDS + [EvalRecord("d", "What is 1 + 1?", "2", task="arith")]
+    rep = evaluate(model, records, max_new_tokens=12, batch_size=2, progress=False)
+    m = rep.metrics
+    assert (m["n_examples"], m["n_completions"], m["samples_per_example"]) == (4, 4, 1)
+    for k in ("format_strict", "format_lenient", "accuracy_strict", "accuracy_lenient"):
+        assert 0.0 <= m[k] <= 1.0
+    # a well-formed completion has an answer, and a strict answer is also the lenient one
+    assert m["format_strict"] <= m["format_lenient"]
+    assert m["accuracy_strict"] <= m["accuracy_lenient"] <= m["format_lenient"]
+    assert rep.meta["model"] == "tiny" and m["reasoning_length"]["unit"] == "tokens"
+    assert all(isinstance(s.completion, str) for r in rep.rows for s in r.samples)
+    paths = write_report(rep, tmp_path / "tiny")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    res = CliRunner().invoke(app, ["eval", "--predictions", str(paths["predictions"]),
+                                   "--data", str(data), "--out", str(tmp_path / "p"),
+                                   "--tokenizer", "tiny", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "p" / "report.json").read_text())
+    assert again["metrics"] == json.loads(json.dumps(rep.metrics))
+
+
+def test_cli_model_mode(fake_generate, tmp_path, monkeypatch):
+    monkeypatch.setattr("cotune.model.load", lambda name: FakeModel())  # skip building weights
+    data = tmp_path / "data.csv"
+    data.write_text("id,question,answer,task\na,What is 2 + 2?,4,arith\nc,What is 10 - 7?,3,sub\n")
+    shots = tmp_path / "train.jsonl"
+    shots.write_text(json.dumps({"id": "t", "question": "What is 5 + 5?",
+                                 "reasoning": "5 + 5 = 10", "answer": "10"}) + "\n")  # fmt: skip
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny", "--data", str(data), "--out",
+                                   str(tmp_path / "o"), "--few-shot", "1", "--few-shot-data",
+                                   str(shots), "--max-new-tokens", "32", "--template", "plain",
+                                   "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["meta"]["model"] == "tiny" and rep["meta"]["template"] == "plain"
+    assert rep["meta"]["few_shot_source"] == "few_shot_data"
+    assert rep["meta"]["few_shot_examples"] == [{"id": "t", "question": "What is 5 + 5?",
+                                                 "answer": "10"}]  # fmt: skip
+    assert "Question: What is 5 + 5?" in rep["meta"]["prompt_example"]
+    assert fake_generate[0]["few_shot"] == [("What is 5 + 5?", "5 + 5 = 10", "10")]
+    assert fake_generate[0]["template"] == "plain"
+    assert rep["metrics"]["accuracy_strict"] == 0.5 and rep["metrics"]["truncated"] == 1
+    assert (tmp_path / "o" / "accuracy_by_task.png").is_file()
