@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/cotune quickstart
+	$(BIN)/cotune quickstart --force
 
 test: setup
 	$(BIN)/pytest -m "not slow" -q

@@ -1,0 +1,33 @@
+"""``cotune quickstart``: the main job (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from cotune.config import ConfigError
+
+
+def quickstart(
+    out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run folder"),
+    config: Path | None = typer.Option(
+        None, "--config", help="YAML run config (default: built-in quickstart)"
+    ),
+    set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. train.steps=50"),
+    force: bool = typer.Option(False, "--force", help="replace an existing run folder"),
+    n_test: int = typer.Option(
+        64, "--n-test", min=1, help="held-out questions evaluated before and after"
+    ),
+    few_shot: int = typer.Option(
+        0, "--few-shot", min=0, help="worked examples shown to the base model"
+    ),
+) -> None:
+    """Generate data, evaluate the base model, LoRA fine-tune, evaluate again, compare."""
+    from cotune.quickstart import quickstart as run
+
+    try:
+        run(out, config=config, overrides=set_, force=force, n_test=n_test, few_shot=few_shot)
+    except (ConfigError, FileExistsError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
