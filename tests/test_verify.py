@@ -56,3 +56,11 @@ def test_notation_variants() -> None:
     assert check_steps("3x - 4 = 11").n_claims == 0  # x is a variable here, not "times"
     assert (check_steps("1/2 * 1/2 = 1/4").n_claims, check_steps("1/2 * 1/2 = 1/4").n_correct) == (1, 1)
     assert check_steps("$3 + $5 = $8").all_correct and check_steps("$3 + $5 = $8").n_claims == 1
+
+
+def test_chained_claims() -> None:
+    rep = check_steps("12 * 4 = 10 * 4 + 2 * 4 = 40 + 8 = 48")
+    assert (rep.n_claims, rep.n_correct) == (3, 3)
+    rep = check_steps("12 * 4 = 10 * 4 + 2 * 4 = 40 + 8 = 49")
+    assert (rep.n_claims, rep.n_correct) == (3, 2)
+    assert check_steps("x = 5 = 5").n_claims == 0

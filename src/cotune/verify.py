@@ -17,11 +17,14 @@ from cotune.format import parse_number
 _NUMTOK = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
 # "x" means "times" only between spaced numbers ("5 x 6"), never in "3x - 4" (a variable).
 _OP = r"(?:\s*[-+*/×÷]\s*|\s+x\s+)"
-# An expression: numbers joined by operators, optional parentheses and a leading sign.
-_EXPR = (
-    rf"(?<![\w.,])(?:\(\s*)*-?\s*{_NUMTOK}(?:\s*\)*{_OP}(?:\(\s*)*-?\s*{_NUMTOK})+\s*\)*"
+# A term: numbers joined by operators, with optional parentheses and leading signs.
+_TERM = (
+    rf"(?:\(\s*)*-?\s*{_NUMTOK}(?:/\d+(?![\d.]))?"
+    rf"(?:\s*\)*{_OP}(?:\(\s*)*-?\s*{_NUMTOK})*\s*\)*%?"
 )
-_CLAIM_RE = re.compile(rf"({_EXPR})\s*=\s*(-?\s*{_NUMTOK}(?:/\d+)?%?)(?![\d])")
+# A chain: "12 * 4 = 10 * 4 + 2 * 4 = 48" states two claims, each "=" between neighbours.
+_CHAIN_RE = re.compile(rf"(?<![\w.,]){_TERM}(?:\s*=\s*{_TERM})+(?![\d])")
+_HAS_OP = re.compile(rf"\d\s*\)*{_OP}\s*\(*\s*-?\s*\$?\d")
 
 
 @dataclass(frozen=True)
@@ -120,19 +123,32 @@ def _claim_holds(true: Fraction, claimed_text: str) -> bool:
 
 
 def find_claims(text: str) -> list[Claim]:
-    """Every checkable ``expression = number`` claim in ``text``, in order. Never raises."""
+    """Every checkable ``expression = value`` claim in ``text``, in order. Never raises.
+
+    In a chain ``a = b = c`` each neighbouring pair is one claim; a pair of two plain
+    numbers states nothing checkable and is skipped, as is anything with a percent sign.
+    """
     if not isinstance(text, str):
         return []
     claims = []
-    for m in _CLAIM_RE.finditer(text):
-        expr, claimed = m.group(1).strip(), m.group(2).strip()
-        if claimed.endswith("%"):
-            continue  # "20% of 50 = 10"-style claims are not plain arithmetic
-        if expr.count("(") != expr.count(")"):
-            expr = expr.strip("()").strip()
-        true = evaluate(expr)
-        ok = true is not None and _claim_holds(true, claimed.replace("$", ""))
-        claims.append(Claim(m.group(0).strip(), expr, claimed, true, ok))
+    for m in _CHAIN_RE.finditer(text):
+        terms = [t.strip() for t in m.group(0).split("=")]
+        for left, right in zip(terms, terms[1:], strict=False):
+            if "%" in left or "%" in right:
+                continue
+            if not (_HAS_OP.search(left) or _HAS_OP.search(right)):
+                continue
+            if left.count("(") != left.count(")"):
+                left = left.strip("()").strip()
+            if right.count("(") != right.count(")"):
+                right = right.strip("()").strip()
+            true = evaluate(left)
+            if _HAS_OP.search(right):
+                other = evaluate(right)
+                ok = true is not None and other is not None and true == other
+            else:
+                ok = true is not None and _claim_holds(true, right.replace("$", ""))
+            claims.append(Claim(f"{left} = {right}", left, right, true, ok))
     return claims
 
 
