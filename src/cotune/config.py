@@ -98,6 +98,9 @@ class TrainCfg(_Strict):
     checkpoint_every: int | None = Field(50, ge=1)
     keep_checkpoints: int = Field(2, ge=1)
     bf16_matmul: bool = Field(False, description="bf16 operands, f32 accumulation")
+    bucket_multiple: int = Field(
+        64, ge=1, description="trained-position gather bucket is rounded up to this"
+    )
 
 
 class EvalCfg(_Strict):
@@ -119,6 +122,31 @@ class RLCfg(_Strict):
     reward_weights: dict[str, float] = Field(
         default_factory=lambda: {"format": 0.5, "correct": 2.0, "steps": 0.5, "length": 0.2}
     )
+    prompts_per_step: int = Field(2, ge=1, description="questions per step (x num_generations)")
+    num_iterations: int = Field(1, ge=1, description="policy updates per rollout batch (mu)")
+    lr: float = Field(2e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    kl_mode: Literal["kl", "mse_kl", "low_var_kl"] = "low_var_kl"
+    tasks: list[str] | None = Field(None, description="generator names; None = data.train's")
+    train_size: int = Field(512, ge=1, description="training questions drawn from the tasks")
+    eval_size: int = Field(32, ge=0, description="held-out questions for answer accuracy")
+    eval_every: int = Field(10, ge=1)
+    eval_max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens")
+    length_budget_chars: int | None = Field(600, ge=1)
+    length_budget_tokens: int | None = Field(None, ge=1)
+    log_every: int = Field(1, ge=1)
+    checkpoint_every: int = Field(10, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _known_rewards(self) -> RLCfg:
+        known = ("format", "correct", "steps", "length")
+        bad = sorted(set(self.reward_weights) - set(known))
+        if bad:
+            raise ValueError(f"reward_weights: unknown reward(s) {bad}; expected some of {known}")
+        return self
 
 
 class RunConfig(_Strict):

@@ -1,0 +1,110 @@
+"""``cotune train``: supervised LoRA fine-tuning from a YAML run config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+console = Console()
+
+
+def _show_example(ex, tokenizer, title: str) -> None:
+    """Prompt tokens dim, trained tokens (completion + end) in bold green."""
+    text = Text()
+    for t, m in zip(ex.tokens.tolist(), ex.loss_mask.tolist(), strict=True):
+        piece = tokenizer.id_to_piece(t).replace("▁", " ")
+        if piece.startswith("<0x") and piece.endswith(">"):
+            try:
+                piece = bytes([int(piece[3:-1], 16)]).decode("utf-8", "replace")
+            except ValueError:
+                pass
+        text.append(piece, style="bold green" if m else "dim")
+    console.rule(title)
+    console.print(text)
+    console.print(
+        f"[dim]{len(ex)} tokens: {ex.prompt_len} prompt (masked), {ex.n_trained} trained "
+        "(completion + end token)[/dim]"
+    )
+
+
+def _dry_run(cfg, out: Path) -> None:
+    from cotune.model.tokenizer import tiny_tokenizer
+    from cotune.train.sft import dry_run, load_records
+
+    if cfg.model.name == "tiny":
+        tok = tiny_tokenizer()
+    else:
+        from cotune.model import load
+
+        tok = load(cfg.model.name, dtype=cfg.model.dtype).tokenizer
+    train_recs, val_recs = load_records(cfg)
+    dr = dry_run(cfg, tok, train_recs)
+    for i, ex in enumerate(dr.examples[:2]):
+        _show_example(ex, tok, f"example {i + 1} (green = trained, dim = masked)")
+    s = dr.stats.summary()
+    table = Table(title=f"dry run: {out} (no compute)")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    rows = [
+        ("records (train / val)", f"{s['records']} / {len(val_recs)}"),
+        ("kept", s["kept"]),
+        ("dropped: longer than max_seq_len", s["dropped_overlong"]),
+        ("reasoning truncated", s["truncated_reasoning"]),
+        (
+            "tokens per example min / mean / p95 / max",
+            f"{s['len_min']} / {s['len_mean']:.1f} / {s['len_p95']:.0f} / {s['len_max']}",
+        ),
+        ("trained tokens total", s["trained_tokens_total"]),
+        (
+            "rows per epoch (packed)" if cfg.format.pack else "rows per epoch",
+            dr.plan.rows_per_epoch,
+        ),
+        ("steps per epoch", dr.plan.steps_per_epoch),
+        ("total steps", len(dr.plan)),
+        ("padding share of row positions", f"{dr.plan.pad_fraction:.1%}"),
+        ("gather bucket (trained positions / micro-batch)", dr.plan.bucket),
+    ]
+    for k, v in rows:
+        table.add_row(k, str(v))
+    console.print(table)
+
+
+def train(
+    config: Path = typer.Option(..., "--config", "-c", help="run config YAML"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder"),
+    set_: list[str] = typer.Option(None, "--set", help="override, e.g. optim.lr=1e-4"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
+    force: bool = typer.Option(False, "--force", help="start over in an existing run folder"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show data and plan, no compute"),
+) -> None:
+    """Supervised fine-tuning (LoRA on Tunix Gemma) on reasoning data."""
+    from cotune.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, set_ or [])
+    except ConfigError as e:
+        console.print(f"[red]config error[/red]\n{e}")
+        raise typer.Exit(2) from None
+    from cotune.train.sft import TrainError
+
+    try:
+        if dry_run:
+            _dry_run(cfg, out)
+            return
+        from cotune.train.sft import train as run_train
+
+        res = run_train(cfg, out, resume=resume, force=force)
+    except (TrainError, ValueError, FileNotFoundError) as e:
+        console.print(f"[red]cotune train:[/red] {e}")
+        raise typer.Exit(1) from None
+    msg = f"[green]done[/green]: {res.steps} steps, final loss {res.final_loss:.4f}"
+    if res.tokens_per_s:
+        msg += f", {res.tokens_per_s:,.0f} tok/s ({res.trained_tokens_per_s:,.0f} trained)"
+    if res.best_accuracy is not None:
+        msg += f", best val accuracy {res.best_accuracy:.1%} at step {res.best_step}"
+    console.print(msg)
+    console.print(f"run folder: {out} (metrics.jsonl, tb/, loss_curve.png, checkpoints/, best/)")

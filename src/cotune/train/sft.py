@@ -1,0 +1,654 @@
+"""The SFT recipe: records -> packed batches -> jitted LoRA (or full) steps -> checkpoints.
+
+Why the step is written here instead of using Tunix's ``PeftTrainer``: its loss computes
+logits for every position through the 262k-wide tied embedding and a one-hot target tensor
+as wide as the vocabulary, and it gets positions/attention only through a generic hook. On
+the 270M that loss is the largest cost of a step. Our step runs the Tunix Gemma3 submodules
+to hidden states, gathers only the trained positions (a fixed-size bucket), projects those,
+and takes integer-label cross-entropy; gradients flow only into the trained variables
+(``nnx.LoRAParam`` under LoRA). It is a plain ``jax.jit`` over pure state pytrees, compiled
+once per run (fixed shapes) and cached on disk (``~/.cache/cotune/jax``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from cotune.config import RunConfig, dump_config, load_config
+from cotune.train import lora as lora_lib
+from cotune.train.batches import Example, Plan, TokenizeStats, as_dict, make_plan, tokenize_records
+from cotune.train.checkpoint import RunCheckpoints, fingerprint, restore_params
+from cotune.train.loss import summed_loss
+from cotune.train.mesh import (
+    make_mesh,
+    maybe_initialize_distributed,
+    put_batch,
+    replicated,
+    shard_state,
+    state_shardings,
+)
+from cotune.train.metrics import MetricsLogger, plot_loss
+
+Record = dict[str, Any]
+ValFn = Callable[[Any, Sequence[Record]], dict[str, float]]
+
+
+class TrainError(RuntimeError):
+    """A training problem phrased for the user (the CLI prints it without a traceback)."""
+
+
+class TrainingDiverged(TrainError):
+    """Loss became NaN/inf; the last good checkpoint is kept on disk."""
+
+
+_RUN_FILES = (
+    "checkpoints",
+    "best",
+    "tb",
+    "metrics.jsonl",
+    "loss_curve.png",
+    "run.json",
+    "config.yaml",
+)
+
+
+def enable_compilation_cache() -> None:
+    """JAX persistent compilation cache, so re-runs skip the ~40 s first-step compile."""
+    d = os.environ.get("COTUNE_JAX_CACHE", os.path.expanduser("~/.cache/cotune/jax"))
+    try:
+        os.makedirs(d, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", d)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    except Exception:  # noqa: BLE001 - a cache is an optimisation, never a failure
+        pass
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _read_jsonl(path: str | Path) -> list[Record]:
+    p = Path(path)
+    if not p.is_file():
+        raise TrainError(f"{p}: data file not found")
+    out = []
+    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TrainError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+        for key in ("question", "reasoning", "answer"):
+            if not isinstance(rec.get(key), str):
+                raise TrainError(f"{p}:{i}: field '{key}' missing or not text")
+        out.append(rec)
+    return out
+
+
+def _data_generator(k: int) -> Callable[..., Any]:
+    try:
+        from cotune.data import generate
+    except ImportError:
+        try:
+            from cotune.data.generators import generate
+        except ImportError as e:
+            raise TrainError(f"data.train[{k}]: generators unavailable ({e})") from None
+    return generate
+
+
+def load_records(cfg: RunConfig) -> tuple[list[Record], list[Record]]:
+    """Training and validation records from ``cfg.data`` (files and/or generators)."""
+    train: list[Record] = []
+    for k, src in enumerate(cfg.data.train):
+        if src.path is not None:
+            recs = _read_jsonl(src.path)
+            if src.n is not None:
+                recs = recs[: src.n]
+        else:
+            data_generate = _data_generator(k)
+            recs = [
+                as_dict(r)
+                for r in data_generate(
+                    tasks=[src.generator],
+                    n=src.n or 1000,
+                    seed=cfg.data.seed + k,
+                    difficulty=cfg.data.difficulty,
+                )
+            ]
+        train.extend(recs)
+    if cfg.data.val is not None:
+        val = _read_jsonl(cfg.data.val)
+    else:
+        rng = np.random.default_rng(cfg.data.seed)
+        idx = rng.permutation(len(train))
+        n_val = int(round(len(train) * cfg.data.val_fraction))
+        val = [train[i] for i in idx[:n_val]]
+        train = [train[i] for i in sorted(idx[n_val:])]
+    return train, val
+
+
+def tokenize(cfg: RunConfig, tokenizer: Any, records: Sequence[Record]):
+    f = cfg.format
+    return tokenize_records(
+        records,
+        tokenizer,
+        schema=f.schema_,
+        template=f.template,
+        max_seq_len=f.max_seq_len,
+        max_reasoning_tokens=f.max_reasoning_tokens,
+        overlong=f.overlong,
+    )
+
+
+def plan_for(cfg: RunConfig, examples: Sequence[Example]) -> Plan:
+    return make_plan(
+        examples,
+        row_len=cfg.format.max_seq_len,
+        rows_per_micro=cfg.train.batch_size,
+        micro_batches=cfg.optim.grad_accum,
+        pack=cfg.format.pack,
+        steps=cfg.train.steps,
+        epochs=cfg.train.epochs,
+        seed=cfg.train.seed,
+        bucket_multiple=cfg.train.bucket_multiple,
+    )
+
+
+# --------------------------------------------------------------------------- step
+
+
+def make_optimizer(cfg: RunConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW, linear warmup then cosine decay to ``lr * min_lr_ratio``, global-norm clipping."""
+    o = cfg.optim
+    warm = min(o.warmup_steps, max(0, total_steps - 1))
+    sched = optax.warmup_cosine_decay_schedule(
+        init_value=0.0 if warm else o.lr,
+        peak_value=o.lr,
+        warmup_steps=warm,
+        decay_steps=max(total_steps, warm + 1),
+        end_value=o.lr * o.min_lr_ratio,
+    )
+    parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip else []
+    parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=o.weight_decay))
+    return optax.chain(*parts)
+
+
+def make_train_step(
+    graphdef: Any,
+    tx: optax.GradientTransformation,
+    bf16: bool,
+    shardings: tuple[Any, Any, Any] | None = None,
+):
+    """``step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, loss, grad_norm)``.
+
+    ``batch`` arrays have a leading micro-batch axis ``A``; gradients of the summed token
+    losses are accumulated over it with ``lax.scan`` and divided by the step's trained-token
+    count, so accumulation is exact (token-weighted), not a mean of micro-batch means.
+    """
+
+    def loss_sum(trainable: Any, frozen: Any, mb: dict[str, jax.Array]) -> jax.Array:
+        module = nnx.merge(graphdef, trainable, frozen)
+        return summed_loss(module, mb, bf16)
+
+    grad_fn = jax.value_and_grad(loss_sum)
+
+    def step(trainable: Any, opt_state: Any, frozen: Any, batch: dict[str, jax.Array]):
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
+
+        def body(carry, mb):
+            tot, g = carry
+            loss, gi = grad_fn(trainable, frozen, mb)
+            return (tot + loss, jax.tree.map(jnp.add, g, gi)), None
+
+        if batch["tokens"].shape[0] == 1:  # no accumulation: skip the loop (XLA CPU runs
+            # while-loop bodies with less parallelism than straight-line code)
+            tot, grads = grad_fn(trainable, frozen, {k: v[0] for k, v in batch.items()})
+        else:
+            (tot, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), batch)
+        n = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        grads = jax.tree.map(lambda x: x / n, grads)
+        gnorm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return trainable, opt_state, tot / n, gnorm
+
+    if shardings is None:
+        return jax.jit(step, donate_argnums=(0, 1))
+    # Outputs placed exactly like inputs, so the donated buffers are reused and the second
+    # step does not recompile for a different layout.
+    tr_sh, opt_sh, rep = shardings
+    return jax.jit(step, donate_argnums=(0, 1), out_shardings=(tr_sh, opt_sh, rep, rep))
+
+
+def make_eval_loss(graphdef: Any, bf16: bool):
+    """Jitted ``(trainable, frozen, batch) -> (summed loss, token count)`` for validation."""
+
+    def fn(trainable: Any, frozen: Any, batch: dict[str, jax.Array]):
+        module = nnx.merge(graphdef, trainable, frozen)
+
+        def body(tot, mb):
+            return tot + summed_loss(module, mb, bf16), None
+
+        tot, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), batch)
+        return tot, jnp.sum(batch["weights"])
+
+    return jax.jit(fn)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _generate_texts(model: Any, questions: list[str], cfg: RunConfig) -> list[str]:
+    """Completions for ``questions`` via :mod:`cotune.generate` (KV cache)."""
+    import inspect
+
+    from cotune.generate import generate
+
+    params = inspect.signature(generate).parameters
+    kw: dict[str, Any] = {"max_new_tokens": cfg.eval.max_new_tokens}
+    extra = {"template": cfg.format.template, "schema": cfg.format.schema_, "temperature": 0.0}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kw.update({k: v for k, v in extra.items() if k in params or var_kw})
+    outs = generate(model, questions, **kw)
+    return [o if isinstance(o, str) else getattr(o, "text", str(o)) for o in outs]
+
+
+def answer_accuracy(model: Any, records: Sequence[Record], cfg: RunConfig) -> dict[str, float]:
+    """Share of validation questions answered correctly (strict parse, greedy decoding)."""
+    from cotune.format import answers_match, parse_completion
+
+    if not records:
+        return {}
+    texts = _generate_texts(model, [r["question"] for r in records], cfg)
+    ok = fmt = 0
+    for rec, text in zip(records, texts, strict=True):
+        p = parse_completion(text, cfg.format.schema_, strict=True)
+        fmt += int(p.well_formed)
+        ok += int(answers_match(p.answer, rec["answer"]))
+    return {"val_accuracy": ok / len(records), "val_well_formed": fmt / len(records)}
+
+
+def _generation_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cotune.generate") is not None
+
+
+# --------------------------------------------------------------------------- run folder
+
+
+def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
+    existing = [n for n in _RUN_FILES if (out / n).exists()]
+    if existing and not resume and not force:
+        raise TrainError(
+            f"{out}: already holds a run ({', '.join(existing)}); use --resume to continue it "
+            "or --force to start over"
+        )
+    if force and not resume:
+        for n in existing:
+            p = out / n
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _model_meta(model: Any) -> dict[str, Any]:
+    meta = {
+        k: v
+        for k, v in (getattr(model, "meta", {}) or {}).items()
+        if isinstance(v, str | int | float | bool) or v is None
+    }
+    return {"name": getattr(model, "name", None), "meta": meta}
+
+
+# --------------------------------------------------------------------------- result
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    model: Any  # cotune.model.Model with the trained adapters applied
+    steps: int
+    final_loss: float | None
+    losses: list[float] = field(default_factory=list)
+    best_step: int | None = None
+    best_accuracy: float | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    tokens_per_s: float | None = None
+    trained_tokens_per_s: float | None = None
+    stopped_early: bool = False
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    model: Any = None,
+    train_records: Sequence[Record] | None = None,
+    val_records: Sequence[Record] | None = None,
+    *,
+    val_fn: ValFn | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Supervised fine-tuning of ``cfg.model`` (or ``model``) on the configured data.
+
+    ``val_fn(model, records) -> {"val_accuracy": ...}`` overrides generation-based validation
+    (default: :func:`answer_accuracy` via :mod:`cotune.generate` when it exists). ``stop_after``
+    ends the session after that many optimizer steps (as an interruption would), leaving a
+    checkpoint to ``resume`` from.
+    """
+    maybe_initialize_distributed()
+    enable_compilation_cache()
+    out = Path(out_dir)
+    _prepare_run_dir(out, resume, force)
+
+    if model is None:
+        from cotune.model import load
+
+        model = (
+            load(cfg.model.name, dtype=cfg.model.dtype)
+            if cfg.model.name != "tiny"
+            else load("tiny")
+        )
+    if train_records is None:
+        train_records, auto_val = load_records(cfg)
+        val_records = auto_val if val_records is None else val_records
+    train_records = [as_dict(r) for r in train_records]
+    val_records = [as_dict(r) for r in (val_records or [])]
+    tok = model.tokenizer
+
+    examples, stats = tokenize(cfg, tok, train_records)
+    if not examples:
+        raise TrainError(
+            f"all {stats.n_records} training examples are longer than format.max_seq_len="
+            f"{cfg.format.max_seq_len}; raise it or set format.overlong=truncate_reasoning"
+        )
+    plan = plan_for(cfg, examples)
+    total = len(plan)
+    fp = fingerprint(plan.steps)
+
+    # ------------------------------------------------------------------ model + state
+    module = model.module
+    if cfg.lora.enabled:
+        module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
+    filt = lora_lib.trainable_filter(cfg.lora.enabled)
+    n_train, n_total = lora_lib.count_params(module, cfg.lora.enabled)
+
+    mesh = make_mesh(cfg.mesh)
+    lora_lib.set_bf16_matmul(module, cfg.train.bf16_matmul)
+    graphdef, trainable, frozen = nnx.split(module, filt, ...)
+    lora_lib.set_bf16_matmul(module, False)  # generation keeps float32 matmuls
+    trainable = shard_state(trainable, mesh)
+    frozen = shard_state(frozen, mesh)
+    tx = make_optimizer(cfg, total)
+    opt_state = _replicate_loose(tx.init(trainable), mesh)
+    step_fn = make_train_step(
+        graphdef,
+        tx,
+        cfg.train.bf16_matmul,
+        shardings=(state_shardings(trainable, mesh), _shardings(opt_state), replicated(mesh)),
+    )
+
+    ckpts = RunCheckpoints(out, keep=cfg.train.keep_checkpoints)
+    start = 0
+    best_acc: float | None = None
+    best_step: int | None = None
+    if resume and ckpts.latest_step() is not None:
+        trainable, opt_state, meta = ckpts.restore(trainable, opt_state)
+        if meta.get("plan") != fp:
+            raise TrainError(
+                f"{out}: the data order differs from the checkpointed run (plan {meta.get('plan')}"
+                f" vs {fp}); same config and data are needed to resume"
+            )
+        start = int(meta["step"])
+        best_acc, best_step = meta.get("best_accuracy"), meta.get("best_step")
+    (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "model": _model_meta(model),
+                "plan": fp,
+                "steps": total,
+                "trainable_params": n_train,
+                "total_params": n_total,
+                "data": stats.summary(),
+            },
+            indent=2,
+        ),
+        encoding="utf-8",
+    )
+
+    use_val = val_fn is not None or (_generation_available() and cfg.data.val_size_for_accuracy)
+    val_subset = val_records[: cfg.data.val_size_for_accuracy]
+    eval_model = _with_module(model, module)
+
+    def validate(step: int) -> dict[str, float]:
+        if not use_val or not val_subset:
+            return {}
+        nnx.update(module, trainable)
+        fn = val_fn or (lambda m, recs: answer_accuracy(m, recs, cfg))
+        return fn(eval_model, val_subset)
+
+    logger = MetricsLogger(out)
+    losses: list[float] = []
+    tok_count = trained_count = 0
+    t_run = 0.0
+    stopped = False
+    last_loss: float | None = None
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [
+        TextColumn("[bold]sft"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[tps]} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+
+    def meta_for(step: int) -> dict[str, Any]:
+        return {
+            "step": step,
+            "plan": fp,
+            "examples_seen": step * plan.rows_per_micro,
+            "best_accuracy": best_acc,
+            "best_step": best_step,
+            "total_steps": total,
+        }
+
+    try:
+        with Progress(*columns, disable=not progress, transient=False) as bar:
+            task = bar.add_task("sft", total=total, completed=start, loss="-", tps="-")
+            for step in range(start, total):
+                if stop_after is not None and step - start >= stop_after:
+                    stopped = True
+                    break
+                batch = plan.batch(examples, step, tok.pad_id)
+                arrays = put_batch(batch.arrays(), mesh)
+                t0 = time.perf_counter()
+                trainable, opt_state, loss, gnorm = step_fn(trainable, opt_state, frozen, arrays)
+                loss_f = float(loss)
+                dt = time.perf_counter() - t0
+                if not math.isfinite(loss_f):
+                    raise TrainingDiverged(
+                        f"step {step + 1}: loss is {loss_f}; stopped. The last good checkpoint "
+                        f"is kept in {out / 'checkpoints'} (step {ckpts.latest_step()}). Try a "
+                        "lower optim.lr or optim.grad_clip."
+                    )
+                if step > start:  # the first step of a session includes compilation
+                    t_run += dt
+                    tok_count += batch.n_tokens
+                    trained_count += batch.n_trained
+                losses.append(loss_f)
+                last_loss = loss_f
+                s = step + 1
+                tps = tok_count / t_run if t_run else batch.n_tokens / dt
+                bar.update(task, completed=s, loss=f"{loss_f:.4f}", tps=f"{tps:,.0f}")
+                if s % cfg.train.log_every == 0 or s == total:
+                    logger.log(
+                        s,
+                        loss=loss_f,
+                        grad_norm=float(gnorm),
+                        step_time_s=dt,
+                        tokens=batch.n_tokens,
+                        trained_tokens=batch.n_trained,
+                        tokens_per_s=batch.n_tokens / dt,
+                        examples=batch.n_examples,
+                    )
+                if cfg.train.eval_every and s % cfg.train.eval_every == 0 and s < total:
+                    best_acc, best_step = _maybe_best(
+                        validate(s), s, best_acc, best_step, ckpts, trainable, logger
+                    )
+                if (cfg.train.checkpoint_every and s % cfg.train.checkpoint_every == 0) or (
+                    s == total
+                ):
+                    if s == total:
+                        best_acc, best_step = _maybe_best(
+                            validate(s), s, best_acc, best_step, ckpts, trainable, logger
+                        )
+                    ckpts.save(s, trainable, opt_state, meta_for(s))
+            if stopped and ckpts.latest_step() != start + (stop_after or 0):
+                s = start + (stop_after or 0)
+                ckpts.save(s, trainable, opt_state, meta_for(s))
+    finally:
+        logger.close()
+        ckpts.close()
+    nnx.update(module, trainable)
+    plot_loss(out)
+    return TrainResult(
+        run_dir=out,
+        model=eval_model,
+        steps=start + len(losses),
+        final_loss=last_loss,
+        losses=losses,
+        best_step=best_step,
+        best_accuracy=best_acc,
+        stats={
+            **stats.summary(),
+            "pad_fraction": plan.pad_fraction,
+            "bucket": plan.bucket,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "trainable_params": n_train,
+        },
+        tokens_per_s=tok_count / t_run if t_run else None,
+        trained_tokens_per_s=trained_count / t_run if t_run else None,
+        stopped_early=stopped,
+    )
+
+
+def _maybe_best(metrics, step, best_acc, best_step, ckpts, trainable, logger):
+    if not metrics or "val_accuracy" not in metrics:
+        return best_acc, best_step
+    logger.log(step, **metrics)
+    acc = float(metrics["val_accuracy"])
+    if best_acc is None or acc > best_acc:
+        ckpts.save_best(step, trainable, {"step": step, **metrics})
+        return acc, step
+    return best_acc, best_step
+
+
+def _replicate_loose(tree: Any, mesh: Any) -> Any:
+    """Optimizer leaves created off-mesh (step counters) are replicated onto the mesh."""
+    from jax.sharding import NamedSharding
+
+    rep = replicated(mesh)
+    return jax.tree.map(
+        lambda x: x if isinstance(x.sharding, NamedSharding) else jax.device_put(x, rep), tree
+    )
+
+
+def _shardings(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def _with_module(model: Any, module: Any) -> Any:
+    from dataclasses import replace
+
+    return replace(model, module=module)
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+@dataclass
+class DryRun:
+    stats: TokenizeStats
+    plan: Plan
+    examples: list[Example]
+
+
+def dry_run(cfg: RunConfig, tokenizer: Any, train_records: Sequence[Record]) -> DryRun:
+    """Tokenize and plan without any model compute (for ``cotune train --dry-run``)."""
+    examples, stats = tokenize(cfg, tokenizer, train_records)
+    if not examples:
+        raise TrainError(
+            f"all {stats.n_records} training examples exceed format.max_seq_len="
+            f"{cfg.format.max_seq_len}"
+        )
+    return DryRun(stats, plan_for(cfg, examples), examples)
+
+
+# --------------------------------------------------------------------------- load_run
+
+
+def load_run(run_dir: str | Path, which: str = "best", merged: bool = False) -> Any:
+    """Rebuild base model + trained weights of a run for generation.
+
+    ``which``: ``"best"`` (best validation accuracy; falls back to the latest checkpoint when
+    there is none) or ``"last"``. ``merged=True`` folds LoRA into the base weights (a plain
+    Tunix Gemma3, no Qwix interception at generation time).
+    """
+    from cotune.model import load
+
+    run = Path(run_dir)
+    if not (run / "config.yaml").is_file():
+        raise TrainError(f"{run}: not a cotune run folder (no config.yaml)")
+    cfg = load_config(run / "config.yaml")
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    name = info["model"].get("name") or cfg.model.name
+    if name == "tiny":
+        model = load("tiny", seed=int(info["model"]["meta"].get("seed", 0)))
+    else:
+        model = load(name, dtype=cfg.model.dtype)
+    module = model.module
+    if cfg.lora.enabled:
+        module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
+    filt = lora_lib.trainable_filter(cfg.lora.enabled)
+    trainable = nnx.state(module, filt)
+    src = run / "best"
+    if which != "best" or not (src.is_dir() and any(p.name.isdigit() for p in src.iterdir())):
+        src = run / "checkpoints"
+    params, _ = restore_params(src, trainable)
+    nnx.update(module, params)
+    if merged and cfg.lora.enabled:
+        module = lora_lib.merge_lora(module, cfg.lora)
+    return _with_module(model, module)
