@@ -1,3 +1,12 @@
 """cotune: teach small Gemma models to reason before they answer."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``cotune.load`` without importing JAX on ``import cotune`` (keeps the CLI fast)."""
+    if name == "load":
+        from cotune.model import load
+
+        return load
+    raise AttributeError(f"module 'cotune' has no attribute {name!r}")

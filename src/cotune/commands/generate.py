@@ -1,0 +1,102 @@
+"""``cotune generate`` and ``cotune chat``: the generation API behind a prompt.
+
+``chat`` streams tokens as they are decoded and then shows the parsed reasoning and answer
+(:func:`cotune.format.parse_completion`) in distinct panels, so a user sees at once whether
+the model followed the reasoning format.
+"""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from cotune import format as fmt
+
+
+def _load(model: str):
+    from cotune.model import WeightsError, load
+
+    try:
+        return load(model)
+    except (FileNotFoundError, WeightsError, ValueError) as e:
+        Console(stderr=True).print(f"[red]cotune: cannot load model[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def generate(
+    prompt: str = typer.Argument(..., help="The question (or raw text with --raw)."),
+    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Preset name or local path."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", "-n", min=1),
+    raw: bool = typer.Option(False, "--raw", help="No prompt template, no stop strings."),
+    temperature: float = typer.Option(0.0, min=0.0),
+    top_k: int | None = typer.Option(None, min=1),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0),
+    seed: int = typer.Option(0),
+    template: str = typer.Option("chat", help="Prompt template: chat or plain."),
+    schema: str = typer.Option("tags", help="Output schema: tags or plain."),
+) -> None:
+    """Print the model's completion of PROMPT."""
+    from cotune.generate import generate_detailed
+
+    if template not in fmt.TEMPLATES or schema not in fmt.SCHEMAS:
+        Console(stderr=True).print(
+            f"[red]cotune: template must be one of {fmt.TEMPLATES}, "
+            f"schema one of {fmt.SCHEMAS}[/red]"
+        )
+        raise typer.Exit(2)
+    m = _load(model)
+    (g,) = generate_detailed(
+        m,
+        [prompt],
+        max_new_tokens=max_new_tokens,
+        raw=raw,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        template=template,
+        schema=schema,
+    )
+    typer.echo(g.text)
+
+
+def chat(
+    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Preset name or local path."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1),
+    temperature: float = typer.Option(0.0, min=0.0),
+    schema: str = typer.Option("tags", help="Output schema: tags or plain."),
+) -> None:
+    """Interactive questions: streams the completion, then shows reasoning and answer."""
+    from cotune.generate import generate_detailed
+
+    console = Console()
+    m = _load(model)
+    console.print(f"[bold]cotune chat[/bold] with {m.name} — empty line or Ctrl-D to quit.")
+    while True:
+        try:
+            question = console.input("[bold cyan]you> [/bold cyan]").strip()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not question:
+            break
+        console.print("[dim]model> [/dim]", end="")
+        (g,) = generate_detailed(
+            m,
+            [question],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            schema=schema,
+            on_token=lambda _i, delta: console.print(delta, end="", markup=False, highlight=False),
+        )
+        console.print()
+        parsed = fmt.parse_completion(g.text, schema=schema, strict=False)
+        console.print(
+            Panel(parsed.reasoning or "[dim](none)[/dim]", title="reasoning", border_style="blue")
+        )
+        style = "green" if parsed.well_formed else "yellow"
+        note = "" if parsed.well_formed else f" — {', '.join(parsed.problems)}"
+        console.print(
+            Panel(parsed.answer or "[dim](none)[/dim]", title=f"answer{note}", border_style=style)
+        )
+        console.print(f"[dim]{len(g.token_ids)} tokens, finished: {g.finish_reason}[/dim]")

@@ -1,0 +1,154 @@
+"""KV-cache generation against a no-cache full-forward loop, sampling, stopping, compiles."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from cotune import format as fmt
+from cotune.generate import _find_stop, compile_counts, encode_prompts, generate, generate_detailed
+from cotune.model import load
+
+
+@pytest.fixture(scope="module")
+def model():
+    # 6 layers: Tunix's pattern is 5 sliding-window layers then 1 global one, so both run.
+    return load("tiny", num_layers=6, seed=1)
+
+
+def reference_greedy(model, ids: list[int], n: int, width: int = 64) -> list[int]:
+    """The obvious way: full causal forward over the whole sequence, no cache, one row.
+
+    The sequence is right-padded to a fixed width only so one jit serves every step; with a
+    causal mask, positions after the sequence cannot change the logits read at its end.
+    """
+    graphdef, state = nnx.split(model.module)
+
+    @jax.jit
+    def forward(state, seq):
+        logits, _ = nnx.merge(graphdef, state)(
+            seq, jnp.arange(width)[None], None, jnp.tril(jnp.ones((1, width, width), bool))
+        )
+        return logits[0]
+
+    seq, out = list(ids), []
+    for _ in range(n):
+        length = len(seq)
+        padded = jnp.array([seq + [0] * (width - length)])
+        t = int(jnp.argmax(forward(state, padded)[length - 1]))
+        out.append(t)
+        if t in model.tokenizer.end_ids:
+            break
+        seq.append(t)
+    return out
+
+
+def test_kv_cache_equals_full_forward_for_mixed_lengths(model):
+    tok = model.tokenizer
+    texts = [
+        "12 + 7 =",
+        "What is the price of 3 apples after the discount? Think about 12 and 7 and 9",
+        "a",
+        "the total cost",
+    ]
+    prompts = [[tok.bos_id, *tok.encode(t)] for t in texts]
+    lengths = {len(p) for p in prompts}
+    assert len(lengths) == 4 and max(lengths) > 16  # mixed, and longer than the sliding window
+    n = 24  # prompt + generation crosses the 16-token window during decode too
+    got = generate_detailed(model, prompts, max_new_tokens=n, stop_strings=[])
+    for p, g in zip(prompts, got, strict=True):
+        ref = reference_greedy(model, p, n)
+        assert g.token_ids == ref
+        assert g.finish_reason == ("end" if ref[-1] in tok.end_ids else "length")
+    # the tiny model is not degenerate: rows differ and do not repeat one token
+    outs = [tuple(g.token_ids) for g in got]
+    assert len(set(outs)) == len(outs)
+    assert all(len(set(o)) > 3 for o in outs if len(o) > 8)
+
+
+def test_batch_size_split_gives_same_tokens(model):
+    prompts = ["What is 2 + 3?", "How many apples?", "Total cost of 4 books", "hi"]
+    a = generate_detailed(model, prompts, max_new_tokens=12)
+    b = generate_detailed(model, prompts, max_new_tokens=12, batch_size=1)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+
+
+def test_text_prompts_use_format_with_one_bos(model):
+    tok = model.tokenizer
+    (ids,) = encode_prompts(model, ["What is 2 + 3?"])
+    assert ids[0] == tok.bos_id and ids.count(tok.bos_id) == 1
+    assert ids == tok.encode_segments(fmt.prompt_segments("What is 2 + 3?"), add_bos=True)
+    assert ids.count(tok.start_of_turn_id) == 2
+    (raw,) = encode_prompts(model, ["12 + 7 ="], raw=True)
+    assert raw == [tok.bos_id, *tok.encode("12 + 7 =")]
+
+
+def test_sampling_is_seeded_and_top_k_1_is_greedy(model):
+    prompts = ["What is 2 + 3?", "the price of apples"]
+    kw = dict(max_new_tokens=16, temperature=1.0, top_p=0.95)
+    a = generate_detailed(model, prompts, seed=3, **kw)
+    b = generate_detailed(model, prompts, seed=3, **kw)
+    c = generate_detailed(model, prompts, seed=4, **kw)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b]
+    assert [g.token_ids for g in a] != [g.token_ids for g in c]
+    greedy = generate_detailed(model, prompts, max_new_tokens=16)
+    top1 = generate_detailed(model, prompts, max_new_tokens=16, temperature=1.5, top_k=1, seed=9)
+    assert [g.token_ids for g in top1] == [g.token_ids for g in greedy]
+    k3 = generate_detailed(model, prompts, max_new_tokens=16, temperature=5.0, top_k=3, seed=1)
+    assert [g.token_ids for g in k3] != [g.token_ids for g in greedy]
+
+
+def test_max_new_tokens_and_stop_strings(model):
+    prompts = ["What is 2 + 3?"]
+    (g,) = generate_detailed(model, prompts, max_new_tokens=7, stop_strings=[])
+    assert len(g.token_ids) <= 7
+    if g.finish_reason == "length":
+        assert len(g.token_ids) == 7
+    (long,) = generate_detailed(model, prompts, max_new_tokens=30, stop_strings=[])
+    assert len(long.text) > 6, long
+    stop = long.text[3:6]
+    first = long.text.find(stop)
+    (s,) = generate_detailed(model, prompts, max_new_tokens=30, stop_strings=[stop])
+    assert s.finish_reason == "stop"
+    assert s.text == long.text[:first]
+    assert len(s.token_ids) < len(long.token_ids)
+
+
+def test_closing_tag_stops_are_kept_others_dropped():
+    assert _find_stop(
+        "<reasoning>x</reasoning><answer>4</answer> junk", fmt.stop_strings("tags")
+    ) == (
+        len("<reasoning>x</reasoning><answer>4</answer>"),
+        "</answer>",
+    )
+    assert _find_stop("Answer: 4\n\nQuestion: next", fmt.stop_strings("plain")) == (9, "\n\n")
+    assert _find_stop("nothing here", ["</answer>"]) is None
+
+
+def test_streaming_deltas_add_up_to_the_text(model):
+    pieces: list[tuple[int, str]] = []
+    (g,) = generate_detailed(
+        model, ["How many apples?"], max_new_tokens=10, on_token=lambda i, d: pieces.append((i, d))
+    )
+    assert pieces and all(i == 0 for i, _ in pieces)
+    assert "".join(d for _, d in pieces) == g.text
+
+
+def test_same_bucket_does_not_recompile(model):
+    generate(model, ["What is 2 + 3?", "hi"], max_new_tokens=10)
+    before = compile_counts()
+    out = generate(model, ["What is 40 + 2?", "a b c"], max_new_tokens=12)  # same buckets
+    generate(model, ["How many?"], max_new_tokens=9, batch_size=2)
+    assert compile_counts() == before
+    assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_bad_arguments_are_refused(model):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        generate(model, ["x"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        generate(model, ["x"], temperature=1.0, top_p=1.5)
+    assert np.all(np.isfinite([1.0]))
