@@ -284,6 +284,35 @@ def _find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return None if best is None else (best[1], best[2])
 
 
+_MERGED: dict[tuple[int, float], tuple[object, object]] = {}
+
+
+def without_lora(model):
+    """The model with any Qwix LoRA adapters folded into its weights (cached).
+
+    The decoder here runs the Tunix submodules directly for its prefill/decode split, and
+    Qwix only injects adapters inside ``Gemma3.__call__``: an unmerged LoRA model would
+    silently generate like its base. Folding ``W + (alpha/rank) A@B`` once is exact in
+    float32 and makes decoding as fast as the base model's. The cache key includes a
+    checksum of the adapter weights, so a model trained further is merged again.
+    """
+    from flax import nnx
+
+    lora = jax.tree.leaves(nnx.state(model.module, nnx.LoRAParam))
+    if not lora:
+        return model
+    key = (id(model.module), float(sum(jnp.sum(jnp.abs(x)) for x in lora)))
+    hit = _MERGED.get(key)
+    if hit is not None and hit[0] is model.module:
+        return hit[1]
+    from cotune.export import merge_lora  # same floor: the one LoRA merge in cotune
+
+    merged = merge_lora(model)
+    _MERGED.clear()  # keep at most one merged copy alive (a 270M copy is ~1 GB)
+    _MERGED[key] = (model.module, merged)
+    return merged
+
+
 def generate_detailed(
     model,
     prompts: Sequence[str] | Sequence[Sequence[int]],
@@ -311,6 +340,7 @@ def generate_detailed(
         or (top_p is not None and not 0 < top_p <= 1)
     ):
         raise ValueError("need temperature >= 0, top_k >= 1, 0 < top_p <= 1")
+    model = without_lora(model)
     ids = encode_prompts(model, prompts, template=template, schema=schema, raw=raw)
     if stop_strings is None:
         stop_strings = (

@@ -1,0 +1,86 @@
+"""``cotune export``: merge LoRA and write a Hugging Face folder or a GGUF (+ Ollama Modelfile)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+
+def _train_error() -> type[Exception]:
+    """``cotune.train``'s error for bad run folders, if that package is present."""
+    try:
+        from cotune.train.sft import TrainError
+    except ImportError:
+        return ValueError
+    return TrainError
+
+
+def export(
+    model: str = typer.Option(
+        ...,
+        "--model",
+        help="run folder (runs/NAME), model preset (gemma3-270m, tiny) or weights path",
+    ),
+    format: str = typer.Option("safetensors", "--format", help="safetensors (HF folder) or gguf"),
+    dtype: str = typer.Option("f32", "--dtype", help="f32, f16 or bf16 (tensor dtype written)"),
+    quant: str | None = typer.Option(None, "--quant", help="q8_0 (GGUF only): quantize matrices"),
+    out: Path = typer.Option(..., "--out", help="output folder (created; refused if it exists)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
+    which: str = typer.Option("best", "--which", help="for a run folder: best or last checkpoint"),
+    check: int = typer.Option(
+        0, "--check", help="reload the export and compare greedy answers on N fixed questions"
+    ),
+    check_raw: bool = typer.Option(
+        False, "--check-raw", help="--check on plain-text openings (for base models)"
+    ),
+) -> None:
+    """Merge LoRA into the base weights and export for transformers, llama.cpp or Ollama."""
+    from cotune import export as ex
+
+    console = Console(stderr=True)
+    fmt = format.lower()
+    q = None if quant in (None, "", "none") else quant.lower()
+    try:
+        if fmt not in ex.FORMATS:
+            raise ex.ExportError(f"--format must be one of {', '.join(ex.FORMATS)}, got {format!r}")
+        if dtype not in ex.DTYPES:
+            raise ex.ExportError(f"--dtype must be one of {', '.join(ex.DTYPES)}, got {dtype!r}")
+        if q is not None and q not in ex.QUANTS:
+            raise ex.ExportError(f"--quant must be one of {', '.join(ex.QUANTS)}, got {quant!r}")
+        if q is not None and fmt != "gguf":
+            raise ex.ExportError("--quant needs --format gguf (safetensors holds plain floats)")
+        if which not in ("best", "last"):
+            raise ex.ExportError(f"--which must be best or last, got {which!r}")
+        if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
+            raise ex.OutputExists(f"{out}: already exists (pass --force to overwrite)")
+        console.print(f"loading [bold]{model}[/] ...")
+        m = ex.resolve_model(model, which=which)
+        n = len(ex.lora_adapters(m.module))
+        console.print(f"merging {n} LoRA adapters" if n else "no LoRA adapters: exporting as is")
+        merged = ex.merge_lora(m)
+        with console.status(f"writing {fmt} ({q or dtype}) to {out} ..."):
+            path = ex.export(merged, out, format=fmt, dtype=dtype, quant=q, force=force)
+    except (ValueError, FileNotFoundError, FileExistsError, _train_error()) as e:
+        console.print(f"[red]cotune export: {e}[/]")
+        raise typer.Exit(2) from None
+    size = sum(f.stat().st_size for f in (path.parent if fmt == "gguf" else path).iterdir())
+    console.print(f"[green]wrote[/] {path} ({size / 1e6:.1f} MB)")
+    if fmt == "gguf":
+        console.print(
+            f"  llama.cpp: llama-cli -m {path} -cnv   |   "
+            f"ollama: cd {path.parent} && ollama create my-reasoner -f Modelfile"
+        )
+    else:
+        console.print(f"  transformers: AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    if check > 0:
+        with console.status(f"checking greedy agreement on {check} questions ..."):
+            res = ex.check_export(merged, path, n=check, raw=check_raw)
+        console.print(
+            f"greedy agreement with the in-memory model: {res['agree']}/{res['total']} "
+            f"({res['distinct']} distinct reference outputs)"
+        )
+        for qq, a, b in res["mismatches"][:3]:
+            console.print(f"  differs on {qq!r}:\n    in memory: {a!r}\n    exported:  {b!r}")
+    typer.echo(str(path))

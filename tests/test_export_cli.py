@@ -1,0 +1,106 @@
+"""``cotune export`` through the real CLI: presets, a trained run folder, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import cotune.model as cm
+from cotune import export as ex
+from cotune.cli import app
+from cotune.generate import generate
+
+CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("COTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, ["export", *args])
+
+
+def test_cli_gguf_refuse_then_force(tmp_path) -> None:
+    out = tmp_path / "gg"
+    r = run("--model", "tiny", "--format", "gguf", "--quant", "q8_0", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    gguf_path = out / ex.GGUF_NAME
+    assert r.output.strip().splitlines()[-1] == str(gguf_path)
+    assert gguf_path.is_file() and (out / "Modelfile").is_file()
+    assert cm.load(str(gguf_path)).config.num_layers == 2
+    mtime = gguf_path.stat().st_mtime_ns
+
+    r = run("--model", "tiny", "--format", "gguf", "--out", str(out))
+    assert r.exit_code == 2 and "already exists" in r.output and "--force" in r.output
+    assert gguf_path.stat().st_mtime_ns == mtime
+
+    r = run(
+        "--model", "tiny", "--format", "gguf", "--dtype", "f16", "--out", str(out), "--force",
+        "--check", "2", "--check-raw",
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "greedy agreement with the in-memory model: 2/2" in r.output
+    assert "f16" in (out / "cotune_export.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--format", "safetensors", "--quant", "q8_0"], "--quant needs --format gguf"),
+        (["--format", "onnx"], "--format must be one of"),
+        (["--dtype", "f64"], "--dtype must be one of"),
+    ],
+)
+def test_cli_bad_options(tmp_path, args, message) -> None:
+    r = run("--model", "tiny", "--out", str(tmp_path / "o"), *args)
+    assert r.exit_code == 2 and message in r.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_model(tmp_path) -> None:
+    r = run("--model", str(tmp_path / "nope"), "--out", str(tmp_path / "o"))
+    assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
+
+
+def test_cli_exports_a_trained_run(tmp_path) -> None:
+    """A real tiny SFT run: the export equals ``load_run(merged=True)`` (the trainer's own,
+    independent merge) weight for weight, and generates the same text."""
+    from cotune.config import load_config
+    from cotune.train.sft import load_run, train
+
+    records = [
+        {
+            "id": f"t{i}",
+            "task": "add",
+            "question": f"What is {3 + i} + {7 + 2 * i}?",
+            "reasoning": f"{3 + i} + {7 + 2 * i} = {10 + 3 * i}.",
+            "answer": str(10 + 3 * i),
+            "source": "test",
+            "difficulty": 1,
+        }
+        for i in range(16)
+    ]
+    cfg = load_config(CONFIG, ["train.steps=6", "train.checkpoint_every=6"])
+    train(cfg, tmp_path / "run", train_records=records, val_fn=lambda m, r: {}, progress=False)
+    out = tmp_path / "hf"
+    r = run("--model", str(tmp_path / "run"), "--which", "last", "--out", str(out))
+    assert r.exit_code == 0, r.output
+    assert "merging 12 LoRA adapters" in r.output
+    theirs = load_run(tmp_path / "run", which="last", merged=True)
+    back = cm.load(str(out))
+    a, b = cm.convert.flat_state(back.module), cm.convert.flat_state(theirs.module)
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5, atol=1e-6, err_msg=str(k))
+    base = cm.convert.flat_state(cm.load("tiny").module)
+    key = ("layers", 0, "mlp", "down_proj", "kernel")
+    assert np.abs(a[key] - base[key]).max() > 1e-4  # training moved the merged weights
+    prompts = [f"What is {i} + {i + 2}?" for i in range(6)]
+    assert generate(back, prompts, max_new_tokens=12) == generate(
+        theirs, prompts, max_new_tokens=12
+    )
