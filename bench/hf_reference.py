@@ -32,13 +32,23 @@ def lora_wrap(model, rank: int = 16, alpha: float = 32.0):
         r=rank,
         lora_alpha=alpha,
         lora_dropout=0.0,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=[
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ],
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, cfg)
 
 
-def padded_batches(examples: list[tuple[list[int], list[int]]], batch: int, pad_id: int, max_len: int):
+def padded_batches(
+    examples: list[tuple[list[int], list[int]]], batch: int, pad_id: int, max_len: int
+):
     """Examples (prompt ids, completion ids incl. end token) -> padded (ids, attn, labels)."""
     out = []
     for i in range(0, len(examples) - batch + 1, batch):
@@ -104,7 +114,9 @@ def generate_greedy(model, prompts: list[list[int]], max_new_tokens: int, pad_id
         ids[r, width - len(p) :] = torch.tensor(p)
         attn[r, width - len(p) :] = 1
     with torch.inference_mode():
-        model.generate(input_ids=ids[:, :8], attention_mask=attn[:, :8], max_new_tokens=2, do_sample=False)
+        model.generate(
+            input_ids=ids[:, :8], attention_mask=attn[:, :8], max_new_tokens=2, do_sample=False
+        )
         t0 = time.perf_counter()
         out = model.generate(
             input_ids=ids,

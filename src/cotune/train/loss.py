@@ -38,6 +38,44 @@ def output_logits(hidden: jax.Array, embedding: jax.Array, bf16: bool = False) -
     return jnp.einsum("nd,vd->nv", hidden, embedding.astype(hidden.dtype))
 
 
+@jax.custom_vjp
+def projected_ce_bf16(hidden: jax.Array, embedding: jax.Array, labels: jax.Array) -> jax.Array:
+    """Cross-entropy of ``hidden @ embedding.T`` against integer ``labels``, per row.
+
+    bf16 operands with float32 accumulation in the forward product *and* in the backward one
+    (``dlogits @ embedding``): left to autodiff, the backward product would run in float32
+    against a converted copy of the 262k x 640 embedding every step. The logits are
+    recomputed in the backward pass instead of stored (one more bf16 product, half the
+    memory traffic of keeping ``[N, 262144]`` float32 alive).
+    """
+    logits = output_logits(hidden, embedding, bf16=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def _pce_fwd(hidden, embedding, labels):
+    logits = output_logits(hidden, embedding, bf16=True)
+    lse = jax.nn.logsumexp(logits, axis=-1)
+    ce = lse - jnp.take_along_axis(logits, labels[:, None], axis=-1)[:, 0]
+    return ce, (hidden, embedding, labels, lse)
+
+
+def _pce_bwd(res, g):
+    hidden, embedding, labels, lse = res
+    logits = output_logits(hidden, embedding, bf16=True)
+    p = jnp.exp(logits - lse[:, None])
+    p = p.at[jnp.arange(p.shape[0]), labels].add(-1.0)
+    d = (p * g[:, None]).astype(jnp.bfloat16)
+    dh = jnp.einsum(
+        "nv,vd->nd", d, embedding.astype(jnp.bfloat16), preferred_element_type=jnp.float32
+    )
+    # Only needed for a full fine-tune (the tied embedding trained); XLA drops it otherwise.
+    de = jnp.einsum("nv,nd->vd", d, hidden.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
+    return dh.astype(hidden.dtype), de.astype(embedding.dtype), None
+
+
+projected_ce_bf16.defvjp(_pce_fwd, _pce_bwd)
+
+
 def token_losses(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> jax.Array:
     """Per-entry cross-entropy ``[K]`` for one micro-batch (``weights`` not applied).
 
@@ -48,6 +86,8 @@ def token_losses(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> j
     h = hidden_states(module, mb["tokens"], mb["positions"], mask)
     b, n, d = h.shape
     picked = jnp.take(h.reshape(b * n, d), mb["gather"], axis=0)
+    if bf16:
+        return projected_ce_bf16(picked, module.embedder.input_embedding[...], mb["labels"])
     logits = output_logits(picked, module.embedder.input_embedding[...], bf16)
     return optax.softmax_cross_entropy_with_integer_labels(logits, mb["labels"])
 
