@@ -44,12 +44,12 @@ def records(n: int) -> list[dict]:
     return [r.to_dict() if hasattr(r, "to_dict") else r for r in recs]
 
 
-def run(model, recs, pack: bool, bf16: bool, steps: int) -> dict:
+def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: int = 128) -> dict:
     cfg = load_config(
         None,
         [
-            "format.max_seq_len=128",
-            "train.batch_size=8",
+            f"format.max_seq_len={seq}",
+            f"train.batch_size={batch}",
             f"format.pack={str(pack).lower()}",
             f"train.bf16_matmul={str(bf16).lower()}",
             f"train.steps={steps + 1}",
@@ -93,8 +93,8 @@ def run(model, recs, pack: bool, bf16: bool, steps: int) -> dict:
         "step_s_mean": round(total / len(times), 3),
         "tokens_per_s": round(toks / total, 1),
         "trained_tokens_per_s": round(trained / total, 1),
-        "positions_per_s": round(len(times) * 8 * 128 / total, 1),
-        "non_padding_share": round(toks / (len(times) * 8 * 128), 3),
+        "positions_per_s": round(len(times) * batch * seq / total, 1),
+        "non_padding_share": round(toks / (len(times) * batch * seq), 3),
         "gather_bucket": plan.bucket,
         "dropped_overlong": stats.n_dropped_overlong,
         "losses": [round(x, 4) for x in losses],

@@ -37,8 +37,8 @@ def test_wrong_answer_gets_low_reward() -> None:
     wrong = fmt.render_completion("12 * 4 = 12 + 12 + 12 = 36.", "36")
     assert correct(wrong) == 0.0
     assert total(wrong) < 0.5 * R.max_reward(W)
-    # a false claim also lowers step validity
-    assert R.step_reward([Q], [wrong])[0] == 0.0
+    # the chain states two claims: "12 * 4 = 12 + 12 + 12" (false), "12 + 12 + 12 = 36" (true)
+    assert R.step_reward([Q], [wrong])[0] == 0.5
 
 
 @pytest.mark.parametrize(

@@ -323,6 +323,15 @@ def normalize_answer(s: str | None) -> str:
     return t
 
 
+def _decimals(x: Fraction) -> int | None:
+    """Digits after the point of ``x``'s exact decimal form; None if it has none (1/3)."""
+    d, k = x.denominator, [0, 0]
+    for i, q in enumerate((2, 5)):
+        while d % q == 0:
+            d, k[i] = d // q, k[i] + 1
+    return max(k) if d == 1 else None
+
+
 def answers_match(pred: str | None, gold: str | None, rel_tol: float = 1e-6) -> bool:
     """Whether a predicted answer equals the gold one. Never raises; empty never matches.
 
@@ -337,8 +346,14 @@ def answers_match(pred: str | None, gold: str | None, rel_tol: float = 1e-6) -> 
     if p is not None and g is not None:
         if p == g:
             return True
+        # Tolerance only excuses a decimal rounding a value that has no exact decimal form
+        # (0.3333333 for 1/3), by at most half its last digit; else 1000002 "matched" 1000001.
+        kp, kg = _decimals(p), _decimals(g)
+        if (kp is None) == (kg is None):
+            return False
+        k = kp if kp is not None else kg
         scale = max(abs(g), Fraction(1))
-        return abs(p - g) <= Fraction(rel_tol) * scale
+        return abs(p - g) <= min(Fraction(rel_tol) * scale, Fraction(1, 2 * 10**k))
     if p is not None or g is not None:
         return False
     np_, ng = normalize_answer(pred), normalize_answer(gold)

@@ -25,9 +25,11 @@ def quickstart(
 ) -> None:
     """Generate data, evaluate the base model, LoRA fine-tune, evaluate again, compare."""
     from cotune.quickstart import quickstart as run
+    from cotune.train.checkpoint import CheckpointError
+    from cotune.train.sft import TrainError
 
     try:
         run(out, config=config, overrides=set_, force=force, n_test=n_test, few_shot=few_shot)
-    except (ConfigError, FileExistsError) as e:
+    except (ConfigError, ValueError, OSError, TrainError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -16,15 +16,23 @@ def _read_jsonl(path: str) -> list[dict]:
     if not p.is_file():
         raise ConfigError(f"{p}: data file not found")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # also >4300-digit ints, deep nesting
+            raise ConfigError(
+                f"{p}:{i}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})"
+            ) from None
         if not isinstance(rec, dict) or "question" not in rec or "answer" not in rec:
             raise ConfigError(f"{p}:{i}: expected a record with 'question' and 'answer'")
+        if not isinstance(rec["question"], str) or not rec["question"].strip():
+            raise ConfigError(f"{p}:{i}: field 'question': expected non-empty text")
         out.append(rec)
     return out
 
@@ -98,9 +106,16 @@ def rl(
         f"{cfg.rl.steps} steps x {cfg.rl.prompts_per_step} questions x "
         f"{cfg.rl.num_generations} generations"
     )
-    res = grpo.train_grpo(
-        model, cfg, train_ex, held_ex, out, resume=resume, init=init, console=console
-    )
+    from cotune.train.checkpoint import CheckpointError
+    from cotune.train.sft import TrainError
+
+    try:
+        res = grpo.train_grpo(
+            model, cfg, train_ex, held_ex, out, resume=resume, init=init, console=console
+        )
+    except (TrainError, CheckpointError, OSError) as e:
+        console.print(f"[red]cotune rl: {e}[/]")
+        raise typer.Exit(1) from None
     steps, evals = res.history.steps, res.history.evals
     msg = f"[green]done[/]: {out}"
     if steps:

@@ -89,6 +89,7 @@ def train(
     except ConfigError as e:
         console.print(f"[red]config error[/red]\n{e}")
         raise typer.Exit(2) from None
+    from cotune.train.checkpoint import CheckpointError
     from cotune.train.sft import TrainError
 
     try:
@@ -98,7 +99,7 @@ def train(
         from cotune.train.sft import train as run_train
 
         res = run_train(cfg, out, resume=resume, force=force)
-    except (TrainError, ValueError, FileNotFoundError) as e:
+    except (TrainError, CheckpointError, ValueError, OSError) as e:
         console.print(f"[red]cotune train:[/red] {e}")
         raise typer.Exit(1) from None
     msg = f"[green]done[/green]: {res.steps} steps, final loss {res.final_loss:.4f}"

@@ -48,9 +48,14 @@ def _lines(path: Path) -> Iterator[tuple[int, Any, str] | tuple[int, DataError, 
             if not line.strip():
                 continue
             try:
-                yield i, json.loads(line), line
-            except (json.JSONDecodeError, RecursionError) as e:
-                msg = getattr(e, "msg", "nested too deeply")
+                obj = json.loads(line)
+                if "\\u" in line:  # a lone surrogate would only fail later, when written
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except (ValueError, RecursionError) as e:  # ValueError: also >4300-digit ints
+                msg = getattr(e, "msg", None) or {
+                    RecursionError: "nested too deeply",
+                    UnicodeEncodeError: "lone surrogate \\u escape",
+                }.get(type(e), "number too long")
                 yield (
                     i,
                     DataError(
@@ -58,6 +63,8 @@ def _lines(path: Path) -> Iterator[tuple[int, Any, str] | tuple[int, DataError, 
                     ),
                     line,
                 )
+                continue
+            yield i, obj, line
 
 
 def _field(obj: Any, key: str, what: str) -> str:

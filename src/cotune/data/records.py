@@ -150,8 +150,13 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Record | DataError, str]
                 continue
             try:
                 obj = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
-                msg = getattr(e, "msg", "nested too deeply")
+                if "\\u" in line:  # a lone surrogate would only fail later, when written
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
+            except (ValueError, RecursionError) as e:  # ValueError: also >4300-digit ints
+                msg = getattr(e, "msg", None) or {
+                    RecursionError: "nested too deeply",
+                    UnicodeEncodeError: "lone surrogate \\u escape",
+                }.get(type(e), "number too long")
                 err = DataError(
                     f"malformed JSON ({msg}); expected one JSON object per line", str(p), i
                 )

@@ -103,21 +103,42 @@ def record_from_mapping(obj: Any, where: str, default_id: str) -> EvalRecord:
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     out = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise EvalInputError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
             if not line.strip():
                 continue
             try:
-                out.append((lineno, json.loads(line)))
+                obj = json.loads(line)
+                if "\\u" in line:  # a lone surrogate escape would break the UTF-8 report
+                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
             except json.JSONDecodeError as e:
                 raise EvalInputError(
                     f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
                     "expected one JSON object per line"
                 ) from None
+            except (ValueError, RecursionError) as e:  # >4300-digit int, deep nesting, surrogate
+                raise EvalInputError(
+                    f"{path}:{lineno}: not usable JSON ({type(e).__name__}: "
+                    f"{str(e)[:80]}); expected one JSON object per line"
+                ) from None
+            out.append((lineno, obj))
     return out
 
 
 def _read_csv(path: Path) -> list[tuple[int, Any]]:
+    try:
+        return _read_csv_text(path)
+    except UnicodeDecodeError as e:
+        raise EvalInputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except csv.Error as e:
+        raise EvalInputError(f"{path}: malformed CSV ({e})") from None
+
+
+def _read_csv_text(path: Path) -> list[tuple[int, Any]]:
     with path.open(encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:

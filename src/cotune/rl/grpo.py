@@ -624,12 +624,9 @@ def _plot(history: History, path: Path) -> None:
 
 
 def _checkpointer(out: Path, keep: int):
-    import orbax.checkpoint as ocp
+    from cotune.train.checkpoint import make_manager  # cleans temp dirs of killed saves
 
-    return ocp.CheckpointManager(
-        (out / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-    )
+    return make_manager(out / "checkpoints", keep)
 
 
 def _save(mgr, trainer: GRPOTrainer) -> None:
@@ -639,33 +636,58 @@ def _save(mgr, trainer: GRPOTrainer) -> None:
         "step": trainer.step,
         "history": {"steps": trainer.history.steps, "evals": trainer.history.evals},
     }
-    mgr.save(
+    from cotune.train.checkpoint import save_step  # manifest + clear ENOSPC error
+
+    save_step(
+        mgr,
         trainer.step,
-        args=ocp.args.Composite(
+        ocp.args.Composite(
             state=ocp.args.StandardSave(trainer.state_dict()), meta=ocp.args.JsonSave(meta)
         ),
         force=True,
     )
-    mgr.wait_until_finished()
 
 
-def _restore(mgr, trainer: GRPOTrainer) -> bool:
+def _restore(mgr, trainer: GRPOTrainer, quarantine: bool = True) -> bool:
     import orbax.checkpoint as ocp
 
-    step = mgr.latest_step()
-    if step is None:
-        return False
+    from cotune.train.checkpoint import restore_first_good  # skips damaged steps, warns
+
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, trainer.state_dict())
-    got = mgr.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+    found = restore_first_good(
+        mgr,
+        lambda step: mgr.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
         ),
+        quarantine=quarantine,
     )
+    if found is None:
+        return False
+    got = found[1]
     trainer.load_state_dict(got["state"])
     trainer.step = int(got["meta"]["step"])
     trainer.history = History(got["meta"]["history"]["steps"], got["meta"]["history"]["evals"])
     return True
+
+
+def _stop_if_diverged(trainer: GRPOTrainer, rec: dict, mgr) -> None:
+    """A NaN/inf loss or LoRA weight stops the run before it can reach a checkpoint."""
+    from cotune.train.sft import TrainingDiverged
+
+    bad = not math.isfinite(rec["loss"])
+    if not bad:
+        bad = not all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(trainer.lora))
+    if bad:
+        loss = rec["loss"]
+        what = f"loss is {loss}" if not math.isfinite(loss) else "LoRA weights are not finite"
+        raise TrainingDiverged(
+            f"rl step {trainer.step}: {what}; stopped. The last good checkpoint is "
+            f"kept in {mgr.directory} (step {mgr.latest_step()}). Try a lower rl.lr or "
+            "rl.grad_clip."
+        )
 
 
 @dataclass
@@ -746,6 +768,7 @@ def train_grpo(
         task = progress.add_task("", total=rl.steps, completed=trainer.step)
         while trainer.step < rl.steps:
             rec = trainer.train_step()
+            _stop_if_diverged(trainer, rec, mgr)
             new_eval = None
             if trainer.eval_set and (trainer.step % rl.eval_every == 0 or trainer.step == rl.steps):
                 new_eval = trainer.evaluate()
@@ -789,7 +812,7 @@ def load_rl_run(run_dir: str | Path, load_init: Callable[[str], Model] | None = 
     model = (load_init or resolve_init)(meta["init"])
     model = ensure_lora(model, cfg.lora, cfg.rl.seed)
     trainer = GRPOTrainer(model, cfg, [Example([0], {"answer": ""})], sample_fn=reference_sampler)
-    if not _restore(_checkpointer(run_dir, cfg.rl.keep_checkpoints), trainer):
+    if not _restore(_checkpointer(run_dir, cfg.rl.keep_checkpoints), trainer, False):
         raise FileNotFoundError(f"{run_dir}/checkpoints: no checkpoint to load")
     return model
 

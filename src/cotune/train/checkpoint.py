@@ -6,22 +6,52 @@ Layout of a run folder::
     run.json               base model name/meta, trainable filter, plan fingerprint
     checkpoints/<step>/    latest K checkpoints (Orbax, atomic: written to a temp dir, renamed)
     best/<step>/           the checkpoint with the best validation answer accuracy
+    corrupt_checkpoints/   checkpoints found damaged on resume, moved aside (never deleted)
     metrics.jsonl, tb/, loss_curve.png
 
 Trained params are stored as a pure nested dict (names readable, loadable without the
 optimizer); the optimizer state as a flat list of leaves, restored into the structure of a
 freshly initialised optimizer (same config => same structure).
+
+Crash safety (docs/reliability.md). Orbax makes a save atomic (temp dir, then rename), so a
+``kill -9`` mid-save leaves the previous checkpoints as they were. What Orbax does not catch
+is a checkpoint damaged *after* it was written (a truncated copy, a flipped block, a full
+disk during a later rsync): OCDBT data files carry no checksum, so a damaged file can restore
+as silently wrong weights. So every committed step gets ``cotune_manifest.json`` (size and
+SHA-256 of each file). Resuming verifies it, tries the newest step first, and on any problem
+warns with what was wrong, moves that step to ``corrupt_checkpoints/`` and falls back to the
+previous one. A failed save (``ENOSPC``: disk full) raises :class:`CheckpointError` saying
+which step was lost and that the previous checkpoint is intact.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
+
+T = TypeVar("T")
+MANIFEST = "cotune_manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written or no usable one could be read (message for users)."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped; training resumed from an older one."""
 
 
 def _leaves_dict(tree: Any) -> dict[str, Any]:
@@ -35,45 +65,226 @@ def _abstract(tree: Any) -> Any:
     )
 
 
+# --------------------------------------------------------------------------- integrity
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def step_dir(mgr: ocp.CheckpointManager, step: int) -> Path:
+    """The folder Orbax wrote ``step`` to (default step naming: the bare number)."""
+    return Path(str(mgr.directory)) / str(step)
+
+
+def write_manifest(step_path: str | Path) -> None:
+    """Record size + SHA-256 of every file of a committed step (atomic: temp, then rename)."""
+    root = Path(step_path)
+    files = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and f.name != MANIFEST and not f.name.startswith(MANIFEST):
+            files[f.relative_to(root).as_posix()] = [f.stat().st_size, _sha256(f)]
+    tmp = root / f"{MANIFEST}.tmp"
+    tmp.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)
+
+
+def verify_step(step_path: str | Path) -> str | None:
+    """What is wrong with a step folder, or None if it matches its manifest.
+
+    A step without a manifest (written before manifests existed, or killed between Orbax's
+    commit and the manifest write) is not rejected here; Orbax's own restore is then the check.
+    """
+    root = Path(step_path)
+    if not root.is_dir():
+        return f"{root}: missing"
+    man = root / MANIFEST
+    if not man.is_file():
+        return None
+    try:
+        files = json.loads(man.read_text(encoding="utf-8"))["files"]
+        assert isinstance(files, dict)
+    except Exception:  # noqa: BLE001 - any damage to the manifest is a damaged checkpoint
+        return f"{man}: manifest unreadable (damaged)"
+    for rel, (size, digest) in files.items():
+        f = root / rel
+        if not f.is_file():
+            return f"{f}: file missing"
+        got = f.stat().st_size
+        if got != size:
+            return f"{f}: {got} bytes, expected {size} (truncated or overwritten)"
+        if _sha256(f) != digest:
+            return f"{f}: content differs from what was written (SHA-256 mismatch: corrupted)"
+    return None
+
+
+def _is_enospc(e: BaseException | None) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(e) or "ENOSPC" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _remove_partial(mgr: ocp.CheckpointManager, step: int) -> None:
+    """Delete what a failed save of ``step`` left (Orbax temp folder, unverified step folder)."""
+    root = Path(str(mgr.directory))
+    for p in root.glob(f"{step}*"):
+        if p.is_dir() and (p.name == str(step) or p.name.startswith(f"{step}.")):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _safe_steps(mgr: ocp.CheckpointManager) -> list[int]:
+    try:
+        mgr.reload()
+        return sorted(mgr.all_steps())
+    except Exception:  # noqa: BLE001 - listing is best effort after a failed save
+        return []
+
+
+def save_step(mgr: ocp.CheckpointManager, step: int, args: Any, *, force: bool = False) -> None:
+    """``mgr.save(step)``, wait, write the manifest; a failure becomes :class:`CheckpointError`.
+
+    Orbax writes into a temp folder and renames on success, so whatever fails here the
+    previous checkpoints are untouched; the half-written step is removed to give the space back.
+    """
+    where = Path(str(mgr.directory))
+    try:
+        mgr.save(step, args=args, force=force)
+        mgr.wait_until_finished()
+        if jax.process_index() == 0:  # one writer on a shared file system
+            write_manifest(step_dir(mgr, step))
+    except Exception as e:  # noqa: BLE001 - re-raised below with what was lost and kept
+        try:
+            mgr.wait_until_finished()
+        except Exception:  # noqa: BLE001 - the same failure, already being reported
+            pass
+        _remove_partial(mgr, step)
+        prev = [s for s in _safe_steps(mgr) if s != step]
+        kept = f"step {prev[-1]}" if prev else "none yet"
+        if _is_enospc(e):
+            what = "disk full (No space left on device)"
+        else:
+            what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise CheckpointError(
+            f"{where}: could not write checkpoint step {step}: {what}. The previous "
+            f"checkpoint is intact ({kept}); free space and rerun with --resume."
+        ) from e
+
+
+def _quarantine(mgr: ocp.CheckpointManager, step: int) -> Path | None:
+    """Move a damaged step out of Orbax's folder (kept for inspection, never deleted)."""
+    src = step_dir(mgr, step)
+    root = Path(str(mgr.directory))
+    dst = root.parent / "corrupt_checkpoints" / f"{root.name}-{step}-{int(time.time())}"
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))
+    except OSError:
+        shutil.rmtree(src, ignore_errors=True)
+        dst = None
+    mgr.reload()
+    return dst
+
+
+def restore_first_good(
+    mgr: ocp.CheckpointManager,
+    restore_one: Callable[[int], T],
+    *,
+    quarantine: bool = True,
+) -> tuple[int, T] | None:
+    """Restore the newest usable step, falling back step by step past damaged ones.
+
+    ``restore_one(step)`` does the actual Orbax restore. Each damaged step gets a
+    :class:`CheckpointWarning` naming what was wrong and (with ``quarantine``) is moved to
+    ``corrupt_checkpoints/`` so a resumed run can write that step number again. Returns None
+    when there is no checkpoint at all; raises :class:`CheckpointError` when none is usable.
+    """
+    steps = sorted(mgr.all_steps(), reverse=True)
+    problems = []
+    for step in steps:
+        path = step_dir(mgr, step)
+        problem = verify_step(path)
+        if problem is None:
+            try:
+                return step, restore_one(step)
+            except Exception as e:  # noqa: BLE001 - any restore failure means: try the previous
+                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                problem = f"{path}: Orbax could not restore it ({type(e).__name__}: {first[:300]})"
+        problems.append(f"step {step}: {problem}")
+        moved = _quarantine(mgr, step) if quarantine else None
+        older = [s for s in steps if s < step]
+        warnings.warn(
+            f"checkpoint step {step} is unusable: {problem}. "
+            + (f"Moved to {moved}. " if moved else "")
+            + (f"Falling back to step {older[0]}." if older else "No older checkpoint."),
+            CheckpointWarning,
+            stacklevel=2,
+        )
+    if steps:
+        raise CheckpointError(
+            f"{mgr.directory}: no usable checkpoint ("
+            + "; ".join(problems)
+            + "). Start over with --force."
+        )
+    return None
+
+
+def make_manager(directory: str | Path, keep: int, *, use_async: bool = False):
+    """A ``CheckpointManager`` keeping ``keep`` steps, removing temp folders of killed saves."""
+    opts = ocp.CheckpointManagerOptions(
+        max_to_keep=keep,
+        create=True,
+        enable_async_checkpointing=use_async,
+        cleanup_tmp_directories=True,
+    )
+    return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
+
+
 class RunCheckpoints:
     """Latest-K checkpoints plus a ``best/`` slot, via Orbax ``CheckpointManager``."""
 
     def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
         self.run_dir = Path(run_dir).resolve()
-        opts = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
-        )
-        self.latest = ocp.CheckpointManager(self.run_dir / "checkpoints", options=opts)
-        best_opts = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, enable_async_checkpointing=False
-        )
-        self.best = ocp.CheckpointManager(self.run_dir / "best", options=best_opts)
+        self.latest = make_manager(self.run_dir / "checkpoints", keep)
+        self.best = make_manager(self.run_dir / "best", 1)
 
     # ------------------------------------------------------------------ save
     def save(self, step: int, trainable: nnx.State, opt_state: Any, meta: dict[str, Any]) -> None:
+        """Write step ``step``; raises :class:`CheckpointError` (previous ones kept) on failure."""
         if step in self.latest.all_steps():
             return
-        self.latest.save(
+        save_step(
+            self.latest,
             step,
-            args=ocp.args.Composite(
+            ocp.args.Composite(
                 params=ocp.args.StandardSave(trainable.to_pure_dict()),
                 opt=ocp.args.StandardSave(_leaves_dict(opt_state)),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
-        self.latest.wait_until_finished()
 
     def save_best(self, step: int, trainable: nnx.State, meta: dict[str, Any]) -> None:
-        for s in self.best.all_steps():
-            self.best.delete(s)
-        self.best.save(
+        # The new best is written before the old one is deleted: a failed save keeps it.
+        old = list(self.best.all_steps())
+        if step in old:
+            return
+        save_step(
+            self.best,
             step,
-            args=ocp.args.Composite(
+            ocp.args.Composite(
                 params=ocp.args.StandardSave(trainable.to_pure_dict()),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
-        self.best.wait_until_finished()
+        for s in old:
+            if s in self.best.all_steps():
+                self.best.delete(s)
 
     # ------------------------------------------------------------------ restore
     def latest_step(self) -> int | None:
@@ -82,19 +293,30 @@ class RunCheckpoints:
     def restore(
         self, trainable: nnx.State, opt_state: Any, step: int | None = None
     ) -> tuple[nnx.State, Any, dict[str, Any]]:
-        """Restore into the structure (and shardings) of ``trainable`` / ``opt_state``."""
-        step = self.latest.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"{self.run_dir}/checkpoints: no checkpoint to resume from")
+        """Restore into the structure (and shardings) of ``trainable`` / ``opt_state``.
+
+        Without ``step``: the newest usable checkpoint; damaged ones are skipped with a
+        :class:`CheckpointWarning` and moved to ``corrupt_checkpoints/``.
+        """
         leaves, treedef = jax.tree.flatten(opt_state)
-        got = self.latest.restore(
-            step,
-            args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
-                opt=ocp.args.StandardRestore(_abstract(_leaves_dict(opt_state))),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+
+        def one(s: int) -> Any:
+            return self.latest.restore(
+                s,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
+                    opt=ocp.args.StandardRestore(_abstract(_leaves_dict(opt_state))),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            )
+
+        if step is not None:
+            got = one(step)
+        else:
+            found = restore_first_good(self.latest, one)
+            if found is None:
+                raise FileNotFoundError(f"{self.run_dir}/checkpoints: no checkpoint to resume from")
+            got = found[1]
         new_trainable = nnx.State(trainable)  # copy the structure
         nnx.replace_by_pure_dict(new_trainable, got["params"])
         opt_leaves = [got["opt"][f"{i:05d}"] for i in range(len(leaves))]
@@ -106,19 +328,26 @@ class RunCheckpoints:
 
 
 def restore_params(ckpt_dir: str | Path, trainable: nnx.State) -> tuple[nnx.State, dict]:
-    """Trained params (and meta) of the newest checkpoint under ``ckpt_dir`` (no optimizer)."""
+    """Trained params (and meta) of the newest usable checkpoint under ``ckpt_dir`` (no
+    optimizer). Damaged steps are skipped with a warning but left in place (read-only)."""
     mgr = ocp.CheckpointManager(Path(ckpt_dir).resolve())
-    step = mgr.latest_step()
-    if step is None:
+    try:
+        found = restore_first_good(
+            mgr,
+            lambda step: mgr.restore(
+                step,
+                args=ocp.args.Composite(
+                    params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
+                    meta=ocp.args.JsonRestore(),
+                ),
+            ),
+            quarantine=False,
+        )
+    finally:
+        mgr.close()
+    if found is None:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")
-    got = mgr.restore(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
-            meta=ocp.args.JsonRestore(),
-        ),
-    )
-    mgr.close()
+    got = found[1]
     out = nnx.State(trainable)
     nnx.replace_by_pure_dict(out, got["params"])
     return out, dict(got["meta"])

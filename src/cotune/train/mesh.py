@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
-from cotune.config import MeshCfg
+from cotune.config import ConfigError, MeshCfg
 
 _DIST_ENV = ("JAX_COORDINATOR_ADDRESS", "COTUNE_DISTRIBUTED")
 _initialized = False
@@ -34,16 +34,32 @@ def maybe_initialize_distributed() -> None:
     _initialized = True
 
 
-def make_mesh(cfg: MeshCfg) -> jax.sharding.Mesh:
-    """An ``(fsdp, tp)`` mesh; ``fsdp=None`` takes every device not used by ``tp``."""
-    n = jax.device_count()
+def check_mesh(
+    cfg: MeshCfg, batch_size: int | None = None, n_devices: int | None = None
+) -> tuple[int, int]:
+    """``(fsdp, tp)`` for this machine, or a :class:`ConfigError` naming the key, before any
+    compute: the mesh must fit the devices and ``train.batch_size`` rows must split over fsdp."""
+    n = jax.device_count() if n_devices is None else n_devices
     tp = cfg.tp
+    if tp > n:
+        raise ConfigError(f"mesh.tp: {tp} devices requested, but this machine has {n} device(s)")
     fsdp = cfg.fsdp if cfg.fsdp is not None else max(1, n // tp)
     if fsdp * tp > n:
-        raise ValueError(
-            f"mesh: fsdp={fsdp} x tp={tp} = {fsdp * tp} devices, but only {n} available "
-            f"({jax.devices()[0].platform})"
+        raise ConfigError(
+            f"mesh.fsdp x mesh.tp: {fsdp} x {tp} = {fsdp * tp} devices, but this machine has "
+            f"{n} device(s); lower mesh.fsdp/mesh.tp (or leave mesh.fsdp unset to use all)"
         )
+    if batch_size is not None and batch_size % fsdp:
+        raise ConfigError(
+            f"train.batch_size: {batch_size} rows cannot be split evenly over mesh.fsdp={fsdp} "
+            "devices; use a multiple of it"
+        )
+    return fsdp, tp
+
+
+def make_mesh(cfg: MeshCfg) -> jax.sharding.Mesh:
+    """An ``(fsdp, tp)`` mesh; ``fsdp=None`` takes every device not used by ``tp``."""
+    fsdp, tp = check_mesh(cfg)
     # Explicit axis types break Tunix's embedding gather (see the shared notes): use Auto.
     return jax.make_mesh(
         (fsdp, tp),

@@ -34,6 +34,7 @@ from cotune.train.batches import Example, Plan, TokenizeStats, as_dict, make_pla
 from cotune.train.checkpoint import RunCheckpoints, fingerprint, restore_params
 from cotune.train.loss import summed_loss
 from cotune.train.mesh import (
+    check_mesh,
     make_mesh,
     maybe_initialize_distributed,
     put_batch,
@@ -85,15 +86,21 @@ def _read_jsonl(path: str | Path) -> list[Record]:
     if not p.is_file():
         raise TrainError(f"{p}: data file not found")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise TrainError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise TrainError(f"{p}:{i}: not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # also >4300-digit ints, deep nesting
+            raise TrainError(
+                f"{p}:{i}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})"
+            ) from None
         for key in ("question", "reasoning", "answer"):
-            if not isinstance(rec.get(key), str):
+            if not isinstance(rec, dict) or not isinstance(rec.get(key), str):
                 raise TrainError(f"{p}:{i}: field '{key}' missing or not text")
         out.append(rec)
     return out
@@ -358,6 +365,7 @@ def train(
     checkpoint to ``resume`` from.
     """
     maybe_initialize_distributed()
+    check_mesh(cfg.mesh, cfg.train.batch_size)  # a ConfigError before any compute
     enable_compilation_cache()
     out = Path(out_dir)
     _prepare_run_dir(out, resume, force)
