@@ -1,7 +1,8 @@
 """Generation speed of the real Gemma 3 270M: tokens/s at batch 1 and 32, load times.
 
 Run: ``.venv/bin/python bench/bench_generate.py [--new 128] [--batches 1,32]``.
-Writes ``bench/results/generate.json``. Timings exclude compilation (one warm-up call per
+Writes ``bench/results/generate.json``. For cotune vs Hugging Face on the same weights and
+reasoning prompts in one process, see ``bench/compare_generate.py``. Timings exclude compilation (one warm-up call per
 shape) and count only generated tokens; greedy, no stop strings, so every row runs all
 ``--new`` steps unless it emits an end token.
 """
@@ -34,11 +35,13 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--cold", action="store_true", help="delete the converted cache first")
+    ap.add_argument("--logits-dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "generate.json"))
     args = ap.parse_args()
     res: dict = {
         "model": "gemma3-270m",
         "dtype": "float32",
+        "logits_dtype": args.logits_dtype,
         "new_tokens": args.new,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -57,7 +60,9 @@ def main() -> None:
     runs = []
     for b in [int(x) for x in args.batches.split(",")]:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
-        kw = dict(raw=True, max_new_tokens=args.new, stop_strings=[])
+        kw = dict(
+            raw=True, max_new_tokens=args.new, stop_strings=[], logits_dtype=args.logits_dtype
+        )
         t = time.perf_counter()
         generate_detailed(m, prompts, **kw)
         first = time.perf_counter() - t
