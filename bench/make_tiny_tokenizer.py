@@ -24,11 +24,23 @@ for _ in range(3000):
     lines.append(render_completion(f"{a} - {b} = {a - b}.", str(a - b), "plain"))
 buf = io.BytesIO()
 spm.SentencePieceTrainer.train(
-    sentence_iterator=iter(lines), model_writer=buf, vocab_size=512, model_type="bpe",
-    byte_fallback=True, split_digits=True, pad_id=0, eos_id=1, bos_id=2, unk_id=3,
-    control_symbols=["<start_of_turn>", "<end_of_turn>"], add_dummy_prefix=False,
-    normalization_rule_name="identity", remove_extra_whitespaces=False,
-    character_coverage=1.0, num_threads=1, minloglevel=2,
+    sentence_iterator=iter(lines),
+    model_writer=buf,
+    vocab_size=512,
+    model_type="bpe",
+    byte_fallback=True,
+    split_digits=True,
+    pad_id=0,
+    eos_id=1,
+    bos_id=2,
+    unk_id=3,
+    control_symbols=["<start_of_turn>", "<end_of_turn>"],
+    add_dummy_prefix=False,
+    normalization_rule_name="identity",
+    remove_extra_whitespaces=False,
+    character_coverage=1.0,
+    num_threads=1,
+    minloglevel=2,
 )
 out = Path(__file__).resolve().parents[1] / "src/cotune/assets/tiny_tokenizer.model"
 out.write_bytes(buf.getvalue())

@@ -69,7 +69,11 @@ def table() -> str:
     if g:
         for key, row in g.get("summary", {}).items():
             best = max(
-                (v for k, v in row.items() if k.startswith("cotune_") and k.endswith("tokens_per_s")),
+                (
+                    v
+                    for k, v in row.items()
+                    if k.startswith("cotune_") and k.endswith("tokens_per_s")
+                ),
                 default=None,
             )
             lines.append(
@@ -86,7 +90,9 @@ def table() -> str:
     if s:
         m = s.get("memory", {})
         lines.append(f"| peak RSS, LoRA training (MB) | {_f(m.get('train_peak_rss_mb'), 0)} | | |")
-        lines.append(f"| peak RSS, generation b32 (MB) | {_f(m.get('generate_peak_rss_mb'), 0)} | | |")
+        lines.append(
+            f"| peak RSS, generation b32 (MB) | {_f(m.get('generate_peak_rss_mb'), 0)} | | |"
+        )
     ld = _load("generate.json")
     if ld and "load" in ld:
         lines.append(
@@ -95,7 +101,10 @@ def table() -> str:
         )
     if s:
         lines += ["", "Training throughput against shape (bf16 matmuls, packed rows):", ""]
-        lines += ["| rows x seq_len | s/step | real tokens/s | trained tokens/s |", "| --- | ---: | ---: | ---: |"]
+        lines += [
+            "| rows x seq_len | s/step | real tokens/s | trained tokens/s |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for row in s["rows"]:
             lines.append(
                 f"| {row['batch']} x {row['seq_len']} | {_f(row['s_per_step'], 2)} "

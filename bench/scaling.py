@@ -67,9 +67,16 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     del model
-    mem = {"train_peak_rss_mb": peak_rss_mb(_RSS_TRAIN), "generate_peak_rss_mb": peak_rss_mb(_RSS_GENERATE)}
+    mem = {
+        "train_peak_rss_mb": peak_rss_mb(_RSS_TRAIN),
+        "generate_peak_rss_mb": peak_rss_mb(_RSS_GENERATE),
+    }
     print(json.dumps(mem))
-    out = {"bench": "LoRA SFT step throughput vs shape, Gemma 3 270M, bf16 matmuls", "rows": rows, "memory": mem}
+    out = {
+        "bench": "LoRA SFT step throughput vs shape, Gemma 3 270M, bf16 matmuls",
+        "rows": rows,
+        "memory": mem,
+    }
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 
 

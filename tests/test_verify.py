@@ -54,7 +54,10 @@ def test_true_claims_hold_false_ones_fail(a: int, b: int, op: str) -> None:
 
 def test_notation_variants() -> None:
     assert check_steps("3x - 4 = 11").n_claims == 0  # x is a variable here, not "times"
-    assert (check_steps("1/2 * 1/2 = 1/4").n_claims, check_steps("1/2 * 1/2 = 1/4").n_correct) == (1, 1)
+    assert (check_steps("1/2 * 1/2 = 1/4").n_claims, check_steps("1/2 * 1/2 = 1/4").n_correct) == (
+        1,
+        1,
+    )
     assert check_steps("$3 + $5 = $8").all_correct and check_steps("$3 + $5 = $8").n_claims == 1
 
 

@@ -177,10 +177,13 @@ def quickstart(
     table.add_column("base", justify="right")
     table.add_column("fine-tuned", justify="right")
     table.add_column("change", justify="right")
+
+    def fmt_v(v: float | None, share: bool) -> str:
+        return "–" if v is None else (f"{100 * v:.1f}%" if share else f"{v:.1f}")
+
     for label, va, vb, delta, share in cmp.rows:
-        fmt_v = lambda v: "–" if v is None else (f"{100 * v:.1f}%" if share else f"{v:.1f}")
         fmt_d = "–" if delta is None else (f"{100 * delta:+.1f} pts" if share else f"{delta:+.1f}")
-        table.add_row(label, fmt_v(va), fmt_v(vb), fmt_d)
+        table.add_row(label, fmt_v(va, share), fmt_v(vb, share), fmt_d)
     con.print(table)
     con.print(
         f"wall time: {seconds['total'] / 60:.1f} min  ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items() if k != 'total')})"

@@ -42,7 +42,13 @@ class _Parser:
     """A tiny recursive-descent evaluator over exact fractions (no ``eval``)."""
 
     def __init__(self, s: str) -> None:
-        s = s.replace("×", "*").replace("÷", "/").replace("x", "*").replace(",", "").replace("$", "")
+        s = (
+            s.replace("×", "*")
+            .replace("÷", "/")
+            .replace("x", "*")
+            .replace(",", "")
+            .replace("$", "")
+        )
         self.toks = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", s)
         self.i = 0
 
