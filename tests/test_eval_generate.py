@@ -6,7 +6,6 @@ own); the last one uses the real tiny model and generator when they exist.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import types
@@ -91,9 +90,6 @@ def test_generation_path(fake_generate, tmp_path):
     assert again["by_task"] == json.loads(json.dumps(rep.by_task))
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("cotune.generate") is None, reason="cotune.generate not built yet"
-)
 def test_tiny_model_end_to_end(tmp_path):
     from cotune.model import load
 
