@@ -285,7 +285,7 @@ def _find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
     return None if best is None else (best[1], best[2])
 
 
-_MERGED: dict[tuple[int, float], tuple[object, object]] = {}
+_MERGED: dict[int, tuple[object, object, float]] = {}
 
 
 def without_lora(model):
@@ -294,23 +294,29 @@ def without_lora(model):
     The decoder here runs the Tunix submodules directly for its prefill/decode split, and
     Qwix only injects adapters inside ``Gemma3.__call__``: an unmerged LoRA model would
     silently generate like its base. Folding ``W + (alpha/rank) A@B`` once is exact in
-    float32 and makes decoding as fast as the base model's. The cache key includes a
-    checksum of the adapter weights, so a model trained further is merged again.
+    float32 and makes decoding as fast as the base model's. One merged copy is kept per
+    base module; when the adapters change (RL updates them every step) its weights are
+    updated in place, so the compiled prefill/decode (cached per module) are reused.
     """
     from flax import nnx
 
     lora = jax.tree.leaves(nnx.state(model.module, nnx.LoRAParam))
     if not lora:
         return model
-    key = (id(model.module), float(sum(jnp.sum(jnp.abs(x)) for x in lora)))
-    hit = _MERGED.get(key)
-    if hit is not None and hit[0] is model.module:
+    checksum = float(sum(jnp.sum(jnp.abs(x)) for x in lora))
+    hit = _MERGED.get(id(model.module))
+    if hit is not None and hit[0] is model.module and hit[2] == checksum:
         return hit[1]
     from cotune.export import merge_lora  # same floor: the one LoRA merge in cotune
 
-    merged = merge_lora(model)
-    _MERGED.clear()  # keep at most one merged copy alive (a 270M copy is ~1 GB)
-    _MERGED[key] = (model.module, merged)
+    fresh = merge_lora(model)
+    if hit is not None and hit[0] is model.module:
+        nnx.update(hit[1].module, nnx.state(fresh.module))
+        merged = hit[1]
+    else:
+        _MERGED.clear()  # keep at most one merged copy alive (a 270M copy is ~1 GB)
+        merged = fresh
+    _MERGED[id(model.module)] = (model.module, merged, checksum)
     return merged
 
 
