@@ -37,7 +37,8 @@ def test_updated_adapters_reuse_compiled_code() -> None:
     outs = []
     for i in range(3):
         keys = iter(jax.random.split(jax.random.key(10 + i), len(jax.tree.leaves(state))))
-        nnx.update(module, jax.tree.map(lambda x: 0.5 * jax.random.normal(next(keys), x.shape), state))
+        fresh = [0.5 * jax.random.normal(next(keys), x.shape) for x in jax.tree.leaves(state)]
+        nnx.update(module, jax.tree.unflatten(jax.tree.structure(state), fresh))
         before = dict(compile_counts())
         outs.append(generate(model, ["What is 2 + 3?", "What is 7 * 8?"], max_new_tokens=10))
         if i > 0:
