@@ -106,6 +106,8 @@ def main() -> None:
     ap.add_argument("--model", default="gemma3-270m")
     ap.add_argument("--steps", type=int, default=4, help="timed steps per setting")
     ap.add_argument("--modes", default="packed,padded,packed-bf16")
+    ap.add_argument("--batch", type=int, default=8, help="rows per step")
+    ap.add_argument("--seq", type=int, default=128, help="row length")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = ap.parse_args()
     enable_compilation_cache()
@@ -119,12 +121,12 @@ def main() -> None:
     for mode in args.modes.split(","):
         pack = mode.startswith("packed")
         bf16 = mode.endswith("bf16")
-        r = run(model, recs, pack, bf16, args.steps)
+        r = run(model, recs, pack, bf16, args.steps, batch=args.batch, seq=args.seq)
         r["mode"] = mode
         print(json.dumps({k: v for k, v in r.items() if k != "losses"}), flush=True)
         results.append(r)
     out = {
-        "bench": "sft train step, LoRA rank 16 (attention + MLP), batch 8 x 128, float32 params",
+        "bench": f"sft train step, LoRA rank 16 (attention + MLP), {args.batch} x {args.seq}",
         "model": args.model,
         "model_load_s": round(load_s, 1),
         "machine": {

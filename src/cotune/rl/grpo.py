@@ -48,6 +48,7 @@ from cotune import format as fmt
 from cotune.config import LoraCfg, RunConfig, dump_config
 from cotune.model import Model
 from cotune.rl import rewards as R
+from cotune.train.lora import hidden_states as lora_hidden_states
 
 SampleFn = Callable[..., list[list[int]]]
 """(model, prompt_ids, max_new_tokens, temperature, seed, stop_strings=()) -> completion ids.
@@ -73,21 +74,9 @@ def ensure_lora(model: Model, lora: LoraCfg, seed: int = 0) -> Model:
     """
     if has_lora(model):
         return model
-    try:  # the SFT stage's helper, so RL and SFT adapters are built the same way
-        from cotune.train.lora import apply_lora
+    from cotune.train.lora import apply_lora  # SFT's helper: RL adapters are built the same way
 
-        module = apply_lora(model.module, lora, seed)
-    except ImportError:
-        import qwix
-
-        provider = qwix.LoraProvider(module_path=lora.targets, rank=lora.rank, alpha=lora.alpha)
-        n = 4
-        tokens = jnp.ones((1, n), jnp.int32)
-        positions = jnp.arange(n)[None]
-        mask = jnp.tril(jnp.ones((n, n), bool))[None]
-        module = qwix.apply_lora_to_model(
-            model.module, provider, tokens, positions, None, mask, rngs=nnx.Rngs(seed)
-        )
+    module = apply_lora(model.module, lora, seed)
     if not has_lora(Model(module, model.tokenizer, model.config, model.name)):
         raise ValueError(f"lora.targets {lora.targets!r} matched no layer of {model.name}")
     return Model(module, model.tokenizer, model.config, model.name, {**model.meta, "rl_lora": True})
@@ -289,9 +278,12 @@ def _make_fns(graphdef: Any, rest: Any, cfg: LossCfg, completion_len: int):
     def logps(lora, tokens, mask):
         m = nnx.merge(graphdef, lora, rest)
         positions, attn = _attention(mask)
-        logits, _ = m(tokens, positions, None, attn)
+        # Project only the completion positions: full logits would be [B, T, 262144] floats
+        # (GBs on the 270M, kept alive for the backward pass).
+        h = lora_hidden_states(m, tokens, positions, attn)
         t = tokens.shape[1]
-        logits = logits[:, t - completion_len - 1 : t - 1].astype(jnp.float32) / cfg.temperature
+        h = h[:, t - completion_len - 1 : t - 1]
+        logits = m.embedder.decode(h).astype(jnp.float32) / cfg.temperature
         return selective_log_softmax(logits, tokens[:, t - completion_len :])
 
     def loss(lora, tokens, mask, comp_mask, adv, old_lp, ref_lp):
