@@ -275,8 +275,10 @@ class LossCfg:
 def _make_fns(graphdef: Any, rest: Any, cfg: LossCfg, completion_len: int):
     """Jitted per-token log-probs and GRPO loss+grad for this model structure."""
 
-    def logps(lora, tokens, mask):
-        m = nnx.merge(graphdef, lora, rest)
+    # The frozen weights are an argument, never a closure: closed over, the 270M's weights
+    # became compile-time constants (minutes to compile, a GB-sized executable to cache).
+    def logps(lora, frozen, tokens, mask):
+        m = nnx.merge(graphdef, lora, frozen)
         positions, attn = _attention(mask)
         # Project only the completion positions: full logits would be [B, T, 262144] floats
         # (GBs on the 270M, kept alive for the backward pass).
@@ -286,8 +288,8 @@ def _make_fns(graphdef: Any, rest: Any, cfg: LossCfg, completion_len: int):
         logits = m.embedder.decode(h).astype(jnp.float32) / cfg.temperature
         return selective_log_softmax(logits, tokens[:, t - completion_len :])
 
-    def loss(lora, tokens, mask, comp_mask, adv, old_lp, ref_lp):
-        lp = logps(lora, tokens, mask)
+    def loss(lora, frozen, tokens, mask, comp_mask, adv, old_lp, ref_lp):
+        lp = logps(lora, frozen, tokens, mask)
         ratio = jnp.exp(jnp.clip(lp - old_lp, -20.0, 20.0))
         a = adv[:, None]
         per_tok = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1 - cfg.epsilon, 1 + cfg.epsilon))
@@ -306,7 +308,12 @@ def _make_fns(graphdef: Any, rest: Any, cfg: LossCfg, completion_len: int):
         }
         return total, aux
 
-    return jax.jit(logps), jax.jit(jax.value_and_grad(loss, has_aux=True))
+    jit_logps = jax.jit(logps)
+    jit_grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    return (
+        lambda lora, tokens, mask: jit_logps(lora, rest, tokens, mask),
+        lambda lora, *args: jit_grad(lora, rest, *args),
+    )
 
 
 # =========================================================================== trainer
