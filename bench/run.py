@@ -33,6 +33,20 @@ STEPS = {
         "float32,bfloat16",
     ],
     "load": [sys.executable, "bench/bench_generate.py", "--cold"],
+    "packing": [
+        sys.executable,
+        "bench/bench_train.py",
+        "--modes",
+        "packed-bf16,padded-bf16",
+        "--batch",
+        "4",
+        "--seq",
+        "256",
+        "--steps",
+        "3",
+        "--out",
+        "bench/results/train_packing.json",
+    ],
     "scaling": [sys.executable, "-m", "bench.scaling"],
 }
 
@@ -80,6 +94,16 @@ def table() -> str:
                 f"| greedy generation, {key.replace('_', ' ')}, {g['new_tokens']} new tokens: "
                 f"tokens/s (HF: {row['hf_reference']}) | {_f(best)} | {_f(row['hf_tokens_per_s'])} "
                 f"| **{row['best_ratio']:.2f}x** |"
+            )
+    pk = _load("train_packing.json")
+    if pk:
+        by = {r["mode"]: r for r in pk["results"]}
+        p, q = by.get("packed-bf16"), by.get("padded-bf16")
+        if p and q:
+            lines.append(
+                f"| cotune SFT packed vs padded rows (4 x 256): real tokens/s | "
+                f"{_f(p['tokens_per_s'])} | padded: {_f(q['tokens_per_s'])} | "
+                f"**{p['tokens_per_s'] / q['tokens_per_s']:.2f}x** |"
             )
     d = _load("data.json")
     if d:
