@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -36,11 +35,14 @@ generate(m, [f"What is {i} + {2 * i}?" for i in range(32)], max_new_tokens=64, s
 
 
 def peak_rss_mb(code: str) -> float:
-    """Peak resident memory of a fresh Python running ``code`` (MB)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return round(max(after, before) / 1024, 1)
+    """Peak resident memory of a fresh Python running ``code`` (MB), as the child reports it
+    (RUSAGE_CHILDREN would give the maximum over every child so far, not this one's)."""
+    tail = "\nimport resource\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run(
+        [sys.executable, "-c", code + tail], check=True, capture_output=True, text=True
+    ).stdout
+    kb = int(out.rsplit("PEAK_RSS_KB", 1)[1].split()[0])
+    return round(kb / 1024, 1)
 
 
 def main() -> None:
