@@ -82,28 +82,13 @@ def enable_compilation_cache() -> None:
 
 
 def _read_jsonl(path: str | Path) -> list[Record]:
-    p = Path(path)
-    if not p.is_file():
-        raise TrainError(f"{p}: data file not found")
-    out = []
+    """Canonical records via :func:`cotune.data.read_jsonl` (file:line errors), as TrainError."""
+    from cotune.data import DataError, read_jsonl
+
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise TrainError(f"{p}: not UTF-8 text (byte {e.start})") from None
-    for i, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except (ValueError, RecursionError) as e:  # also >4300-digit ints, deep nesting
-            raise TrainError(
-                f"{p}:{i}: not valid JSON ({getattr(e, 'msg', type(e).__name__)})"
-            ) from None
-        for key in ("question", "reasoning", "answer"):
-            if not isinstance(rec, dict) or not isinstance(rec.get(key), str):
-                raise TrainError(f"{p}:{i}: field '{key}' missing or not text")
-        out.append(rec)
-    return out
+        return [r.to_dict() for r in read_jsonl(Path(path))]
+    except DataError as e:
+        raise TrainError(str(e)) from None
 
 
 def _data_generator(k: int) -> Callable[..., Any]:
@@ -657,6 +642,9 @@ def load_run(run_dir: str | Path, which: str = "best", merged: bool = False) -> 
         src = run / "checkpoints"
     params, _ = restore_params(src, trainable)
     nnx.update(module, params)
+    out = _with_module(model, module)
     if merged and cfg.lora.enabled:
-        module = lora_lib.merge_lora(module, cfg.lora)
-    return _with_module(model, module)
+        from cotune.export import merge_lora  # the one LoRA merge in cotune
+
+        out = merge_lora(out, alpha=cfg.lora.alpha)
+    return out
