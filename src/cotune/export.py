@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 
 from cotune import format as fmt
+from cotune.model.gguf_loader import GGUF_TO_HF_GLOBAL, GGUF_TO_HF_LAYER
 
 Format = Literal["safetensors", "gguf"]
 DType = Literal["f32", "f16", "bf16"]
@@ -424,23 +425,10 @@ def _write_hf(model: Any, folder: Path, dtype: str) -> None:
 
 # --------------------------------------------------------------------------- GGUF
 
-# HF Gemma 3 tensor name pieces -> llama.cpp names (inverse of cotune.model.gguf_loader).
-_GGUF_LAYER = {
-    "self_attn.q_proj": "attn_q",
-    "self_attn.k_proj": "attn_k",
-    "self_attn.v_proj": "attn_v",
-    "self_attn.o_proj": "attn_output",
-    "self_attn.q_norm": "attn_q_norm",
-    "self_attn.k_norm": "attn_k_norm",
-    "input_layernorm": "attn_norm",
-    "post_attention_layernorm": "post_attention_norm",
-    "pre_feedforward_layernorm": "ffn_norm",
-    "post_feedforward_layernorm": "post_ffw_norm",
-    "mlp.gate_proj": "ffn_gate",
-    "mlp.up_proj": "ffn_up",
-    "mlp.down_proj": "ffn_down",
-}
-_GGUF_GLOBAL = {"model.embed_tokens": "token_embd", "model.norm": "output_norm"}
+# HF Gemma 3 tensor name pieces -> llama.cpp names: the loader's map, inverted, so export and
+# load can never disagree about a name.
+_GGUF_LAYER = {hf: gg for gg, hf in GGUF_TO_HF_LAYER.items()}
+_GGUF_GLOBAL = {hf: gg for gg, hf in GGUF_TO_HF_GLOBAL.items()}
 _LAYER_RE = re.compile(r"^model\.layers\.(\d+)\.(.+)\.weight$")
 
 

@@ -17,54 +17,21 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cotune.data.records import DataError, Record, Reject, iter_jsonl
+from cotune.data.records import DataError, Record, Reject, iter_json_lines, iter_jsonl
 from cotune.format import parse_completion, parse_number
 
 Item = tuple[int, Record | DataError, str]
 _CALC = re.compile(r"<<[^<>]*>>")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, Any, str] | tuple[int, DataError, str]]:
+def _lines(path: Path) -> Iterator[tuple[int, Any, str]]:
     """JSON objects per line (or a DataError for that line)."""
-    if not path.is_file():
-        raise DataError("file not found", str(path))
-    with path.open("rb") as f:
-        for i, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield (
-                    i,
-                    DataError(f"not UTF-8 text (byte {e.start})", str(path), i),
-                    raw.decode("utf-8", "replace"),
-                )
-                continue
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if "\\u" in line:  # a lone surrogate would only fail later, when written
-                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
-            except (ValueError, RecursionError) as e:  # ValueError: also >4300-digit ints
-                msg = getattr(e, "msg", None) or {
-                    RecursionError: "nested too deeply",
-                    UnicodeEncodeError: "lone surrogate \\u escape",
-                }.get(type(e), "number too long")
-                yield (
-                    i,
-                    DataError(
-                        f"malformed JSON ({msg}); expected one JSON object per line", str(path), i
-                    ),
-                    line,
-                )
-                continue
-            yield i, obj, line
+    return iter_json_lines(path)
 
 
 def _field(obj: Any, key: str, what: str) -> str:

@@ -132,9 +132,12 @@ def record_from_dict(d: Any, *, default_id: str = "", default_source: str = "") 
     return Record(rid or default_id, task, question, reasoning, answer, source, diff)
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Record | DataError, str]]:
-    """Yield ``(line_number, Record or DataError, raw line)`` for each non-blank line.
-    Never raises for bad content (only for a missing file, as DataError)."""
+def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any, str]]:
+    """Yield ``(line_number, JSON value or DataError, raw line)`` for each non-blank line.
+
+    The one place that turns a JSONL file into values: undecodable bytes, malformed JSON,
+    lone surrogates, huge integers and deep nesting become a DataError for that line (the
+    line is cut to 2,000 characters then). Raises only for a missing file."""
     p = Path(path)
     if not p.is_file():
         raise DataError("file not found", str(p))
@@ -162,12 +165,23 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Record | DataError, str]
                 )
                 yield i, err, line[:2000]
                 continue
-            try:
-                rec = record_from_dict(obj, default_id=f"{p.stem}-{i}", default_source=p.stem)
-            except DataError as e:
-                yield i, DataError(e.message, str(p), i), line[:2000]
-            else:
-                yield i, rec, line
+            yield i, obj, line
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Record | DataError, str]]:
+    """Yield ``(line_number, Record or DataError, raw line)`` for each non-blank line.
+    Never raises for bad content (only for a missing file, as DataError)."""
+    p = Path(path)
+    for i, obj, line in iter_json_lines(p):
+        if isinstance(obj, DataError):
+            yield i, obj, line
+            continue
+        try:
+            rec = record_from_dict(obj, default_id=f"{p.stem}-{i}", default_source=p.stem)
+        except DataError as e:
+            yield i, DataError(e.message, str(p), i), line[:2000]
+        else:
+            yield i, rec, line
 
 
 def read_jsonl(

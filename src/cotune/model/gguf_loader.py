@@ -24,7 +24,7 @@ from sentencepiece import sentencepiece_model_pb2 as spm_pb2
 
 from cotune.model.convert import WeightsError
 
-_LAYER_MAP = {
+GGUF_TO_HF_LAYER = {
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
@@ -39,18 +39,18 @@ _LAYER_MAP = {
     "ffn_up": "mlp.up_proj",
     "ffn_down": "mlp.down_proj",
 }
-_GLOBAL_MAP = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}
+GGUF_TO_HF_GLOBAL = {"token_embd": "model.embed_tokens", "output_norm": "model.norm"}
 _BLK = re.compile(r"^blk\.(\d+)\.(\w+)\.(weight|bias)$")
 
 
 def hf_name(gguf_name: str, source: str = "GGUF") -> str:
     """The HF Gemma 3 tensor name for a llama.cpp tensor name."""
     m = _BLK.match(gguf_name)
-    if m and m.group(2) in _LAYER_MAP:
-        return f"model.layers.{m.group(1)}.{_LAYER_MAP[m.group(2)]}.{m.group(3)}"
+    if m and m.group(2) in GGUF_TO_HF_LAYER:
+        return f"model.layers.{m.group(1)}.{GGUF_TO_HF_LAYER[m.group(2)]}.{m.group(3)}"
     stem, _, kind = gguf_name.rpartition(".")
-    if stem in _GLOBAL_MAP:
-        return f"{_GLOBAL_MAP[stem]}.{kind}"
+    if stem in GGUF_TO_HF_GLOBAL:
+        return f"{GGUF_TO_HF_GLOBAL[stem]}.{kind}"
     if gguf_name == "output.weight":
         return "lm_head.weight"
     raise WeightsError(f"{source}: tensor {gguf_name!r} is not part of a Gemma 3 text model")

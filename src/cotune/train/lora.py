@@ -105,9 +105,9 @@ def count_params(module: Any, lora_enabled: bool) -> tuple[int, int]:
 # Why a custom VJP: XLA's CPU backend multiplies bf16 operands with float32 accumulation at
 # ~2.6x its float32 rate, but autodiff of ``einsum(x_bf16, w_bf16, preferred=f32)`` takes the
 # float32 cotangent into the transposed product, which then runs in float32 (and converts
-# the weight every step). Measured on the 270M (batch 8 x 128): the LoRA step went from
-# 17 s to ~10 s with the projection/loss VJP alone. Here every backward product is bf16 x bf16
-# with float32 accumulation too. The weight gradient is only computed when something asks
+# the weight every step; a ~1.6x slower LoRA step on the 270M, under load, while this was
+# written). `python -m bench.profile_train [--f32]` times the pieces. Here every backward
+# product is bf16 x bf16 with float32 accumulation too. The weight gradient is only computed when something asks
 # for it (full fine-tune); for frozen weights XLA drops it as dead code.
 
 
@@ -151,7 +151,7 @@ def _lora_term(m: Any, name: str, x: jax.Array, eq: str | None) -> jax.Array | N
 
     Why flatten: XLA's CPU backend runs the gradients of the batched (``B, T, ...``) forms
     Qwix writes (``BTD,Dr,rNH->BTNH``) several times slower than the same products on
-    ``[B*T, D]`` matrices; measured on the 270M MLP: 540 ms -> 150 ms per layer backward.
+    ``[B*T, D]`` matrices (~3.5x on one 270M MLP layer's backward when this was written).
     """
     a = getattr(m, name + "_lora_a", None)
     if a is None:
