@@ -62,6 +62,8 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
     mesh = make_mesh(cfg.mesh)
     lora_lib.set_bf16_matmul(module, bf16)
     graphdef, trainable, frozen = nnx.split(module, nnx.LoRAParam, ...)
+    if bf16:
+        frozen = lora_lib.bf16_frozen_weights(frozen)
     trainable, frozen = shard_state(trainable, mesh), shard_state(frozen, mesh)
     tx = make_optimizer(cfg, len(plan))
     opt = _replicate_loose(tx.init(trainable), mesh)

@@ -32,6 +32,8 @@ def main() -> None:
     module = lora_lib.apply_lora(load("gemma3-270m").module, load_config(None).lora)
     lora_lib.set_bf16_matmul(module, bf16)
     gd, tr, fr = nnx.split(module, nnx.LoRAParam, ...)
+    if bf16:
+        fr = lora_lib.bf16_frozen_weights(fr)
     b, t, k = 8, 128, 512
     rng = np.random.default_rng(0)
     mb = {

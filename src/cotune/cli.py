@@ -1,14 +1,14 @@
 """The ``cotune`` command line: a thin typer shell over the Python API.
 
 Each command lives in ``cotune/commands/<name>.py`` as a function (or a typer sub-app for
-``data``) so the parts of the pipeline stay independent. A command whose module does not
-exist yet says so and exits 2 instead of pretending.
+``data``) so the parts of the pipeline stay independent. Benchmarks are not a command:
+they need the ``bench`` extra (torch, transformers) and live in the repo's ``bench/``
+(``make bench``).
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 
 import typer
 
@@ -30,28 +30,11 @@ _COMMANDS: list[tuple[str, str, str, bool, str]] = [
     ("quickstart", "quickstart", "quickstart", False, "The main job: data, base eval, SFT, eval."),
     ("rl", "rl", "rl", False, "GRPO after SFT with verifiable rewards."),
     ("export", "export", "export", False, "Merge LoRA and export safetensors or GGUF."),
-    ("bench", "bench", "bench", False, "Run the benchmarks."),
 ]
 
 
-def _not_built(name: str):
-    def cmd(ctx: typer.Context) -> None:
-        typer.echo(f"cotune {name}: not built yet in this version.", err=True)
-        raise typer.Exit(2)
-
-    return cmd
-
-
 for _name, _mod, _attr, _is_app, _help in _COMMANDS:
-    _full = f"cotune.commands.{_mod}"
-    if importlib.util.find_spec(_full) is None:
-        app.command(
-            _name,
-            help=f"{_help} (not built yet)",
-            context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-        )(_not_built(_name))
-        continue
-    _obj = getattr(importlib.import_module(_full), _attr)
+    _obj = getattr(importlib.import_module(f"cotune.commands.{_mod}"), _attr)
     if _is_app:
         app.add_typer(_obj, name=_name, help=_help)
     else:

@@ -152,6 +152,10 @@ def _lora_term(m: Any, name: str, x: jax.Array, eq: str | None) -> jax.Array | N
     Why flatten: XLA's CPU backend runs the gradients of the batched (``B, T, ...``) forms
     Qwix writes (``BTD,Dr,rNH->BTNH``) several times slower than the same products on
     ``[B*T, D]`` matrices (~3.5x on one 270M MLP layer's backward when this was written).
+    The scale multiplies the rank-``r`` intermediate, not the ``[B*T, out]`` result (16
+    columns instead of up to 2048, forward and backward). The adapter products stay float32:
+    in bf16 they are a few percent of the step but moved the tiny model's LoRA gradients
+    (cosine to float32 0.96 instead of > 0.995, tests/test_train_bf16.py).
     """
     a = getattr(m, name + "_lora_a", None)
     if a is None:
@@ -164,7 +168,8 @@ def _lora_term(m: Any, name: str, x: jax.Array, eq: str | None) -> jax.Array | N
         )
     if eq is None:  # nnx.Linear: x [..., in] @ A [in, r] @ B [r, out]
         x2 = x.reshape(-1, x.shape[-1])
-        return ((x2 @ a) @ b).reshape(*x.shape[:-1], b.shape[-1]) * scale
+        y = ((x2 @ a) * scale) @ b
+        return y.reshape(*x.shape[:-1], b.shape[-1])
     ins, out = eq.split("->")
     xs, a_s, b_s = ins.split(",")
     contracted = [c for c in a_s if c != "r"]
@@ -176,9 +181,9 @@ def _lora_term(m: Any, name: str, x: jax.Array, eq: str | None) -> jax.Array | N
     a2 = jnp.transpose(a, [a_s.index(c) for c in contracted] + [a_s.index("r")])
     a2 = a2.reshape(x2.shape[1], -1)
     bt = jnp.transpose(b, [b_s.index("r")] + [b_s.index(c) for c in rest])
-    y = (x2 @ a2) @ bt.reshape(bt.shape[0], -1)
+    y = ((x2 @ a2) * scale) @ bt.reshape(bt.shape[0], -1)
     y = y.reshape(*batch_shape, *bt.shape[1:])
-    return jnp.transpose(y, ["".join(batch + rest).index(c) for c in out]) * scale
+    return jnp.transpose(y, ["".join(batch + rest).index(c) for c in out])
 
 
 class _Bf16Einsum(gemma3.Einsum):
@@ -199,6 +204,28 @@ class _Bf16Linear(nnx.Linear):
             y = y + self.bias[...]
         d = _lora_term(self, "kernel", x, None)
         return y if d is None else y + d
+
+
+def bf16_frozen_weights(frozen: Any) -> Any:
+    """The frozen state with every projection weight (``Einsum.w``, ``Linear.kernel``) cast
+    to bfloat16 once, for a training run with bf16 matmuls.
+
+    Why: those products cast their weights to bf16 anyway (:func:`bf16_einsum`), so the
+    numbers are identical, but doing it inside the step re-reads ~400 MB of float32 and
+    writes ~200 MB of bf16 copies every step on the 270M (~0.2 s of a ~2.3 s step in the
+    profile, `XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true` + jax.profiler). Embeddings and
+    norm scales stay float32: the input lookup and the residual stream keep full precision.
+    Only the training step sees this copy; the model itself keeps its float32 weights.
+    """
+
+    def cast(path: tuple, x: Any) -> Any:
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        name = names[-2] if names and names[-1] == "value" else names[-1]  # Variable.value
+        if name in ("w", "kernel") and jnp.issubdtype(x.dtype, jnp.floating):
+            return x.astype(jnp.bfloat16)
+        return x
+
+    return jax.tree_util.tree_map_with_path(cast, frozen)
 
 
 def uses_explicit_lora(module: Any) -> bool:

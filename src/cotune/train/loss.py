@@ -42,11 +42,10 @@ def output_logits(hidden: jax.Array, embedding: jax.Array, bf16: bool = False) -
 def projected_ce_bf16(hidden: jax.Array, embedding: jax.Array, labels: jax.Array) -> jax.Array:
     """Cross-entropy of ``hidden @ embedding.T`` against integer ``labels``, per row.
 
-    bf16 operands with float32 accumulation in the forward product *and* in the backward one
-    (``dlogits @ embedding``): left to autodiff, the backward product would run in float32
-    against a converted copy of the 262k x 640 embedding every step. The logits are
-    recomputed in the backward pass instead of stored (one more bf16 product, half the
-    memory traffic of keeping ``[N, 262144]`` float32 alive).
+    For a *trained* embedding (full fine-tune). bf16 operands with float32 accumulation in the
+    forward product and in both backward ones; the logits are recomputed in the backward pass
+    instead of stored. With LoRA the embedding is frozen and :func:`frozen_projected_ce_bf16`
+    is ~3x faster.
     """
     logits = output_logits(hidden, embedding, bf16=True)
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
@@ -68,12 +67,94 @@ def _pce_bwd(res, g):
     dh = jnp.einsum(
         "nv,vd->nd", d, embedding.astype(jnp.bfloat16), preferred_element_type=jnp.float32
     )
-    # Only needed for a full fine-tune (the tied embedding trained); XLA drops it otherwise.
     de = jnp.einsum("nv,nd->vd", d, hidden.astype(jnp.bfloat16), preferred_element_type=jnp.float32)
     return dh.astype(hidden.dtype), de.astype(embedding.dtype), None
 
 
 projected_ce_bf16.defvjp(_pce_fwd, _pce_bwd)
+
+# Vocabulary rows per step of the online softmax. 8192 x 640 bf16 is 10 MB of embedding and
+# the [N, 8192] float32 logits tile stays in L2/L3; measured here 2048-16384 all within 15%.
+VOCAB_CHUNK = 8192
+
+
+@jax.custom_vjp
+def frozen_projected_ce_bf16(
+    hidden: jax.Array, embedding: jax.Array, labels: jax.Array
+) -> jax.Array:
+    """Cross-entropy of ``hidden @ embedding.T`` per row, for a **frozen** embedding (LoRA).
+
+    Why not the obvious way: ``[N, 262144]`` float32 logits are 0.5 GB at N=512, so every
+    pass over them goes to memory, and the backward needs them again. Instead the vocabulary
+    is streamed in chunks with an online softmax (as flash attention does over keys), and the
+    same pass accumulates ``E_p[e] = softmax(logits) @ embedding`` -- the only thing the
+    gradient needs, since ``d ce / d hidden = E_p[e] - e[label]``. So forward and backward
+    together cost two bf16 products over the vocabulary (not three), nothing ``[N, V]``-sized
+    ever leaves cache, and the backward pass is an ``[N, D]`` subtraction. Measured on the
+    270M shapes (512 x 640 @ 640 x 262144): 1.34 s -> 0.42 s for loss + gradient, 3.2x.
+    The embedding gets no gradient: use :func:`projected_ce_bf16` when it is trained.
+    """
+    return _fpce_fwd(hidden, embedding, labels)[0]
+
+
+def _online_chunk(hb, labels, carry, e_chunk, base):
+    """One vocabulary chunk of the online softmax: running max, sum, E_p[e], label logit."""
+    m, s, acc, lab = carry
+    eb = e_chunk.astype(jnp.bfloat16)
+    logits = jnp.einsum("nd,cd->nc", hb, eb, preferred_element_type=jnp.float32)
+    m_new = jnp.maximum(m, logits.max(-1))
+    scale = jnp.exp(m - m_new)
+    p = jnp.exp(logits - m_new[:, None])
+    s = s * scale + p.sum(-1)
+    acc = acc * scale[:, None] + jnp.einsum(
+        "nc,cd->nd", p.astype(jnp.bfloat16), eb, preferred_element_type=jnp.float32
+    )
+    idx = labels - base
+    inside = (idx >= 0) & (idx < e_chunk.shape[0])
+    picked = jnp.take_along_axis(logits, jnp.clip(idx, 0, e_chunk.shape[0] - 1)[:, None], -1)
+    lab = lab + jnp.where(inside, picked[:, 0], 0.0)
+    return m_new, s, acc, lab
+
+
+def _fpce_fwd(hidden, embedding, labels):
+    n, d = hidden.shape
+    v = embedding.shape[0]
+    hb = hidden.astype(jnp.bfloat16)
+    chunk = min(VOCAB_CHUNK, v)
+    full = v // chunk
+    carry = (
+        jnp.full((n,), -jnp.inf, jnp.float32),
+        jnp.zeros((n,), jnp.float32),
+        jnp.zeros((n, d), jnp.float32),
+        jnp.zeros((n,), jnp.float32),
+    )
+
+    def body(c, xs):
+        return _online_chunk(hb, labels, c, *xs), None
+
+    chunks = embedding[: full * chunk].reshape(full, chunk, d)
+    carry, _ = jax.lax.scan(body, carry, (chunks, jnp.arange(full, dtype=labels.dtype) * chunk))
+    if v % chunk:  # ragged tail (vocabularies that are not a multiple of the chunk)
+        carry = _online_chunk(hb, labels, carry, embedding[full * chunk :], full * chunk)
+    m, s, acc, lab = carry
+    ce = m + jnp.log(s) - lab
+    expected = acc / s[:, None]
+    # A zero-size array carries hidden's dtype (residuals must be arrays, not dtypes).
+    return ce, (expected, embedding, labels, jnp.zeros((0,), hidden.dtype))
+
+
+def _fpce_bwd(res, g):
+    expected, embedding, labels, like = res
+    target = jnp.take(embedding, labels, axis=0).astype(jnp.float32)
+    return (g[:, None] * (expected - target)).astype(like.dtype), None, None
+
+
+frozen_projected_ce_bf16.defvjp(_fpce_fwd, _fpce_bwd)
+
+
+def _embedding_frozen(module: Any) -> bool:
+    """With LoRA adapters only they train (``trainable_filter``); the tied embedding is fixed."""
+    return bool(jax.tree.leaves(nnx.state(module, nnx.LoRAParam)))
 
 
 def token_losses(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> jax.Array:
@@ -87,7 +168,8 @@ def token_losses(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> j
     b, n, d = h.shape
     picked = jnp.take(h.reshape(b * n, d), mb["gather"], axis=0)
     if bf16:
-        return projected_ce_bf16(picked, module.embedder.input_embedding[...], mb["labels"])
+        ce = frozen_projected_ce_bf16 if _embedding_frozen(module) else projected_ce_bf16
+        return ce(picked, module.embedder.input_embedding[...], mb["labels"])
     logits = output_logits(picked, module.embedder.input_embedding[...], bf16)
     return optax.softmax_cross_entropy_with_integer_labels(logits, mb["labels"])
 

@@ -391,6 +391,8 @@ def train(
     lora_lib.set_bf16_matmul(module, cfg.train.bf16_matmul)
     graphdef, trainable, frozen = nnx.split(module, filt, ...)
     lora_lib.set_bf16_matmul(module, False)  # generation keeps float32 matmuls
+    if cfg.train.bf16_matmul and cfg.lora.enabled:
+        frozen = lora_lib.bf16_frozen_weights(frozen)
     trainable = shard_state(trainable, mesh)
     frozen = shard_state(frozen, mesh)
     tx = make_optimizer(cfg, total)
