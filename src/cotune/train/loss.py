@@ -5,7 +5,8 @@ as wide as the vocabulary (262,144 for Gemma 3). Here the hidden states of the t
 positions are gathered first (a fixed-size bucket per micro-batch), only those go through the
 tied output projection, and the loss uses integer labels. With a chat prompt roughly half the
 positions are prompt or padding, so this halves the largest matmul of the step and removes the
-one-hot tensor entirely.
+one-hot tensor entirely. With LoRA (frozen embedding) the vocabulary is then streamed in
+chunks so no ``[N, vocab]`` tensor exists at all (:func:`frozen_projected_ce_bf16`).
 """
 
 from __future__ import annotations
