@@ -1,7 +1,9 @@
 """`make bench`: every benchmark, one after the other, then one Markdown table.
 
-Each comparison runs both sides inside one process run, on the same weights and inputs, and
-reports the ratio (this 2-core machine is noisy: absolute numbers drift, ratios much less).
+Each comparison runs both sides within one run, on the same weights and inputs, each side in
+its own fresh child process (torch measured ~1.5x slower in a process where JAX had run),
+alternating sides over rounds, and reports the ratio of medians (this 2-core machine is
+noisy: absolute numbers drift, ratios much less).
 Results land in bench/results/*.json; the table goes to bench/results/README.md and into
 the project README between the BENCH markers.
 
@@ -64,7 +66,9 @@ def table() -> str:
     """The Markdown summary of whatever results exist."""
     lines = [
         f"Measured on {platform.machine()}, {os.cpu_count()} cores, no GPU; "
-        f"table written {datetime.now(UTC).strftime('%Y-%m-%d')} by `make bench`.",
+        f"table written {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')} by `make bench` "
+        "(`python -m bench.run`). Comparisons: each side in its own fresh process, sides "
+        "alternating over rounds, medians; ratios are cotune / Hugging Face.",
         "",
         "| benchmark | cotune | Hugging Face | ratio |",
         "| --- | ---: | ---: | ---: |",
