@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python bench/bench_generate.py [--new 128] [--batches 1,32]``.
 Writes ``bench/results/generate.json``. For cotune vs Hugging Face on the same weights and
-reasoning prompts in one process, see ``bench/compare_generate.py``. Timings exclude compilation (one warm-up call per
+reasoning prompts (each side in its own process), see ``bench/compare_generate.py``. Timings exclude compilation (one warm-up call per
 shape) and count only generated tokens; greedy, no stop strings, so every row runs all
 ``--new`` steps unless it emits an end token.
 """
@@ -35,13 +35,13 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--batches", default="1,32")
     ap.add_argument("--cold", action="store_true", help="delete the converted cache first")
-    ap.add_argument("--logits-dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--compute-dtype", default="bfloat16", choices=["float32", "bfloat16"])
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "generate.json"))
     args = ap.parse_args()
     res: dict = {
         "model": "gemma3-270m",
         "dtype": "float32",
-        "logits_dtype": args.logits_dtype,
+        "compute_dtype": args.compute_dtype,
         "new_tokens": args.new,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
@@ -61,7 +61,7 @@ def main() -> None:
     for b in [int(x) for x in args.batches.split(",")]:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(b)]
         kw = dict(
-            raw=True, max_new_tokens=args.new, stop_strings=[], logits_dtype=args.logits_dtype
+            raw=True, max_new_tokens=args.new, stop_strings=[], compute_dtype=args.compute_dtype
         )
         t = time.perf_counter()
         generate_detailed(m, prompts, **kw)

@@ -93,7 +93,7 @@ def models():
 
 @pytest.fixture(scope="module")
 def merged_gens(models):
-    return generate(models[2], PROMPTS, max_new_tokens=NEW)
+    return generate(models[2], PROMPTS, max_new_tokens=NEW, compute_dtype="float32")
 
 
 def test_merge_equals_lora_and_lora_matters(models) -> None:
@@ -141,7 +141,8 @@ def test_round_trip_generations(models, merged_gens, tmp_path, format, dtype, qu
     back = cm.load(str(out))
     assert back.tokenizer.model_proto == models[2].tokenizer.model_proto or format == "gguf"
     assert back.tokenizer.encode("What is 12 + 7?") == models[2].tokenizer.encode("What is 12 + 7?")
-    gens = generate(back, PROMPTS, max_new_tokens=NEW)
+    # float32 decode: the comparison measures what the export format keeps, nothing else
+    gens = generate(back, PROMPTS, max_new_tokens=NEW, compute_dtype="float32")
     same = sum(a == b for a, b in zip(gens, merged_gens, strict=True))
     assert same >= need, (format, dtype, quant, same)
     if dtype == "f32" and quant is None:  # f32 is lossless for every matrix

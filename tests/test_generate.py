@@ -9,7 +9,14 @@ import pytest
 from flax import nnx
 
 from cotune import format as fmt
-from cotune.generate import _find_stop, compile_counts, encode_prompts, generate, generate_detailed
+from cotune.generate import (
+    _find_stop,
+    bucket_len,
+    compile_counts,
+    encode_prompts,
+    generate,
+    generate_detailed,
+)
 from cotune.model import load
 
 
@@ -58,7 +65,9 @@ def test_kv_cache_equals_full_forward_for_mixed_lengths(model):
     lengths = {len(p) for p in prompts}
     assert len(lengths) == 4 and max(lengths) > 16  # mixed, and longer than the sliding window
     n = 24  # prompt + generation crosses the 16-token window during decode too
-    got = generate_detailed(model, prompts, max_new_tokens=n, stop_strings=[])
+    got = generate_detailed(
+        model, prompts, max_new_tokens=n, stop_strings=[], compute_dtype="float32"
+    )
     for p, g in zip(prompts, got, strict=True):
         ref = reference_greedy(model, p, n)
         assert g.token_ids == ref
@@ -67,6 +76,43 @@ def test_kv_cache_equals_full_forward_for_mixed_lengths(model):
     outs = [tuple(g.token_ids) for g in got]
     assert len(set(outs)) == len(outs)
     assert all(len(set(o)) > 3 for o in outs if len(o) > 8)
+
+
+def test_bfloat16_kv_cache_equals_bfloat16_recomputation(model):
+    """The default bfloat16 decode (bf16 weights and cache) against the obvious bf16 way:
+    prefill the whole sequence again for every token (prefill attends over the same
+    bf16-rounded keys and values the cache holds)."""
+    tok = model.tokenizer
+    texts = ["12 + 7 =", "What is the price of 3 apples after the discount? Think about 12"]
+    prompts = [[tok.bos_id, *tok.encode(t)] for t in texts]
+    n = 20  # crosses the 16-token sliding window
+    got = generate_detailed(model, prompts, max_new_tokens=n, stop_strings=[])
+    for p, g in zip(prompts, got, strict=True):
+        seq, ref = list(p), []
+        for _ in range(n):
+            (step,) = generate_detailed(
+                model, [seq], max_new_tokens=1, stop_strings=[], compute_dtype="bfloat16"
+            )
+            ref.append(step.token_ids[0])
+            if ref[-1] in tok.end_ids:
+                break
+            seq.append(ref[-1])
+        assert g.token_ids == ref
+
+
+def test_tunix_layer_path_equals_full_forward(model, monkeypatch):
+    """Models other than Tunix's Gemma 3 decode through Tunix's own layers."""
+    import cotune.generate as gen
+
+    monkeypatch.setattr(gen, "_g3_static", lambda module: None)
+    tok = model.tokenizer
+    prompts = [[tok.bos_id, *tok.encode(t)] for t in ("12 + 7 =", "the total cost of it all")]
+    got = generate_detailed(model, prompts, max_new_tokens=20, stop_strings=[])
+    assert [g.token_ids for g in got] == [reference_greedy(model, p, 20) for p in prompts]
+    low = generate_detailed(
+        model, prompts, max_new_tokens=20, stop_strings=[], compute_dtype="bfloat16"
+    )
+    assert all(1 <= len(g.token_ids) <= 20 for g in low)  # bf16 output projection runs
 
 
 def test_batch_size_split_gives_same_tokens(model):
@@ -140,10 +186,15 @@ def test_streaming_deltas_add_up_to_the_text(model):
 def test_same_bucket_does_not_recompile(model):
     generate(model, ["What is 2 + 3?", "hi"], max_new_tokens=10)
     before = compile_counts()
-    out = generate(model, ["What is 40 + 2?", "a b c"], max_new_tokens=12)  # same buckets
+    out = generate(model, ["What is 4 + 2?", "a b c"], max_new_tokens=12)  # same buckets
     generate(model, ["How many?"], max_new_tokens=9, batch_size=2)
     assert compile_counts() == before
     assert len(out) == 2 and all(isinstance(t, str) for t in out)
+
+
+def test_prompt_length_buckets():
+    got = [bucket_len(n) for n in (1, 16, 17, 48, 49, 64, 65, 74, 112, 113, 129, 300)]
+    assert got == [16, 16, 32, 48, 64, 64, 80, 80, 112, 128, 160, 320]
 
 
 def test_bad_arguments_are_refused(model):
@@ -151,4 +202,6 @@ def test_bad_arguments_are_refused(model):
         generate(model, ["x"], max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         generate(model, ["x"], temperature=1.0, top_p=1.5)
+    with pytest.raises(ValueError, match="compute_dtype"):
+        generate(model, ["x"], compute_dtype="float16")
     assert np.all(np.isfinite([1.0]))

@@ -15,6 +15,10 @@ def test_generate_prints_a_completion():
     assert r.output.strip()
     raw = runner.invoke(app, ["generate", "--model", "tiny", "-n", "6", "--raw", "12 + 7 ="])
     assert raw.exit_code == 0, raw.output
+    exact = runner.invoke(app, ["generate", "-m", "tiny", "-n", "6", "--dtype", "float32", "hi"])
+    assert exact.exit_code == 0, exact.output
+    bad = runner.invoke(app, ["generate", "-m", "tiny", "--dtype", "float16", "hi"])
+    assert bad.exit_code == 2
 
 
 def test_generate_names_a_missing_model(tmp_path):

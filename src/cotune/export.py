@@ -707,11 +707,13 @@ def check_export(
 
     pool = CHECK_TEXTS if raw else CHECK_QUESTIONS
     qs = list(pool[: max(1, min(n, len(pool)))])
-    ref = generate(reference, qs, max_new_tokens=max_new_tokens, raw=raw)
+    # float32 decode on both sides: the check measures what the file kept, not bf16 rounding
+    kw = {"max_new_tokens": max_new_tokens, "raw": raw, "compute_dtype": "float32"}
+    ref = generate(reference, qs, **kw)
     p = Path(exported)
     # a reloaded GGUF would otherwise be converted into the shared cache (1 GB for 270M)
     back = load_gguf(p, use_cache=False) if p.suffix == ".gguf" else load(str(p))
-    got = generate(back, qs, max_new_tokens=max_new_tokens, raw=raw)
+    got = generate(back, qs, **kw)
     bad = [(q, a, b) for q, a, b in zip(qs, ref, got, strict=True) if a != b]
     return {
         "agree": len(qs) - len(bad),

@@ -35,14 +35,23 @@ def generate(
     seed: int = typer.Option(0),
     template: str = typer.Option("chat", help="Prompt template: chat or plain."),
     schema: str = typer.Option("tags", help="Output schema: tags or plain."),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="Decode precision: bfloat16 (default on Gemma 3) or float32 (exact).",
+    ),
 ) -> None:
     """Print the model's completion of PROMPT."""
     from cotune.generate import generate_detailed
 
-    if template not in fmt.TEMPLATES or schema not in fmt.SCHEMAS:
+    if (
+        template not in fmt.TEMPLATES
+        or schema not in fmt.SCHEMAS
+        or dtype not in (None, "float32", "bfloat16")
+    ):
         Console(stderr=True).print(
             f"[red]cotune: template must be one of {fmt.TEMPLATES}, "
-            f"schema one of {fmt.SCHEMAS}[/red]"
+            f"schema one of {fmt.SCHEMAS}, dtype float32 or bfloat16[/red]"
         )
         raise typer.Exit(2)
     m = _load(model)
@@ -57,6 +66,7 @@ def generate(
         seed=seed,
         template=template,
         schema=schema,
+        compute_dtype=dtype,
     )
     typer.echo(g.text)
 
