@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import jax
-from flax import nnx
 
 from cotune.config import load_config
 from cotune.train import lora as lora_lib
@@ -60,10 +59,7 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
     plan = plan_for(cfg, examples)
     module = lora_lib.apply_lora(model.module, cfg.lora)
     mesh = make_mesh(cfg.mesh)
-    lora_lib.set_bf16_matmul(module, bf16)
-    graphdef, trainable, frozen = nnx.split(module, nnx.LoRAParam, ...)
-    if bf16:
-        frozen = lora_lib.bf16_frozen_weights(frozen)
+    graphdef, trainable, frozen = lora_lib.split_for_training(module, True, bf16)
     trainable, frozen = shard_state(trainable, mesh), shard_state(frozen, mesh)
     tx = make_optimizer(cfg, len(plan))
     opt = _replicate_loose(tx.init(trainable), mesh)

@@ -247,30 +247,13 @@ def side_cotune(spec: dict) -> dict:
 
 def side_hf(spec: dict) -> dict:
     import torch
+    from hf_reference import greedy_left_padded  # bench/ is this script's folder
     from transformers import AutoModelForCausalLM
 
     new, pad_id = spec["new"], spec["pad_id"]
 
     def run(hf, ids, n_new):
-        """HF ``generate`` greedy on a left-padded batch; exactly ``n_new`` tokens per row."""
-        b, width = len(ids), max(len(p) for p in ids)
-        x = torch.full((b, width), pad_id, dtype=torch.long)
-        attn = torch.zeros((b, width), dtype=torch.long)
-        for r, p in enumerate(ids):
-            x[r, width - len(p) :] = torch.tensor(p)
-            attn[r, width - len(p) :] = 1
-        with torch.inference_mode():
-            t = time.perf_counter()
-            out = hf.generate(
-                input_ids=x,
-                attention_mask=attn,
-                max_new_tokens=n_new,
-                min_new_tokens=n_new,
-                do_sample=False,
-                pad_token_id=pad_id,
-            )
-            dt = time.perf_counter() - t
-        return dt, out[:, width:].tolist()
+        return greedy_left_padded(hf, ids, n_new, pad_id)
 
     res = {
         "side": "hf",

@@ -102,30 +102,26 @@ def train_steps(model, batches, steps: int, lr: float = 2e-4) -> dict:
     }
 
 
-def generate_greedy(model, prompts: list[list[int]], max_new_tokens: int, pad_id: int) -> dict:
-    """HF ``generate`` greedy, left-padded batch; returns tokens/s of new tokens."""
-    model.eval()
-    model.config.use_cache = True
-    b = len(prompts)
-    width = max(len(p) for p in prompts)
+def greedy_left_padded(
+    model, prompts: list[list[int]], n_new: int, pad_id: int
+) -> tuple[float, list[list[int]]]:
+    """HF ``generate``, greedy, on a left-padded batch with exactly ``n_new`` new tokens per
+    row (end tokens suppressed): (seconds, the new token ids of each row)."""
+    b, width = len(prompts), max(len(p) for p in prompts)
     ids = torch.full((b, width), pad_id, dtype=torch.long)
     attn = torch.zeros((b, width), dtype=torch.long)
     for r, p in enumerate(prompts):
         ids[r, width - len(p) :] = torch.tensor(p)
         attn[r, width - len(p) :] = 1
     with torch.inference_mode():
-        model.generate(
-            input_ids=ids[:, :8], attention_mask=attn[:, :8], max_new_tokens=2, do_sample=False
-        )
         t0 = time.perf_counter()
         out = model.generate(
             input_ids=ids,
             attention_mask=attn,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
+            max_new_tokens=n_new,
+            min_new_tokens=n_new,
             do_sample=False,
             pad_token_id=pad_id,
         )
         dt = time.perf_counter() - t0
-    new = (out.shape[1] - width) * b
-    return {"s": dt, "new_tokens": int(new), "tokens_per_s": new / dt}
+    return dt, out[:, width:].tolist()

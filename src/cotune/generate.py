@@ -172,6 +172,40 @@ def _sample(logits, keys, temperature, top_p, *, greedy: bool, top_k: int | None
 _STATIC = ("greedy", "top_k", "use_top_p")
 
 
+def _pick(logits, row_keys, step, temperature, top_p, *, greedy, top_k, use_top_p):
+    """The step's token per row (per-row keys folded with the step number)."""
+    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
+    return _sample(
+        logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
+    )
+
+
+def _start(cache, first, valid, cache_len: int, end_ids) -> dict:
+    """The decode loop's carry after prefill picked each row's ``first`` token."""
+    b, p = valid.shape
+    return {
+        "cache": cache,
+        "out": jnp.zeros((b, cache_len - p), jnp.int32).at[:, 0].set(first),
+        "step": jnp.array(1, jnp.int32),
+        "done": jnp.isin(first, end_ids),
+        "key_valid": jnp.zeros((b, cache_len), bool).at[:, :p].set(valid),
+        "prompt_len": valid.sum(axis=-1).astype(jnp.int32),
+    }
+
+
+def _advance(c: dict, tok, cache, key_valid, pad_id, end_ids) -> dict:
+    """The carry after one decode step wrote ``tok`` (pad for rows already done)."""
+    tok = jnp.where(c["done"], pad_id, tok)
+    return {
+        **c,
+        "cache": cache,
+        "out": jax.lax.dynamic_update_index_in_dim(c["out"], tok, c["step"], axis=1),
+        "step": c["step"] + 1,
+        "key_valid": key_valid,
+        "done": c["done"] | jnp.isin(tok, end_ids),
+    }
+
+
 def _prefill(
     graphdef,
     params,
@@ -199,20 +233,9 @@ def _prefill(
     cache = init_cache(module.config, b, cache_len, dtype)
     h, cache = hidden_states(module, tokens, positions, cache, mask)
     logits = project(module, h[:, -1], emb_lp)
-    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, 0)
-    first = _sample(
-        logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
-    )
-    n_new = cache_len - p
-    out = jnp.zeros((b, n_new), jnp.int32).at[:, 0].set(first)
-    return {
-        "cache": cache,
-        "out": out,
-        "step": jnp.array(1, jnp.int32),
-        "done": jnp.isin(first, end_ids),
-        "key_valid": key_valid,
-        "prompt_len": valid.sum(axis=-1).astype(jnp.int32),
-    }
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
+    first = _pick(logits, row_keys, 0, temperature, top_p, **pick)
+    return _start(cache, first, valid, cache_len, end_ids)
 
 
 def _decode(
@@ -234,7 +257,8 @@ def _decode(
     _TRACES["decode"] += 1
     state, emb_lp = params
     module = nnx.merge(graphdef, state)
-    b, n_new = carry["out"].shape
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
+    n_new = carry["out"].shape[1]
     p = carry["key_valid"].shape[1] - n_new
 
     def cond(c):
@@ -247,20 +271,8 @@ def _decode(
         positions = (c["prompt_len"] + step - 1)[:, None]
         h, cache = hidden_states(module, last, positions, c["cache"], key_valid[:, None, :])
         logits = project(module, h[:, 0], emb_lp)
-        keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
-        tok = _sample(
-            logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
-        )
-        tok = jnp.where(c["done"], pad_id, tok)
-        out = jax.lax.dynamic_update_index_in_dim(c["out"], tok, step, axis=1)
-        return {
-            **c,
-            "cache": cache,
-            "out": out,
-            "step": step + 1,
-            "key_valid": key_valid,
-            "done": c["done"] | jnp.isin(tok, end_ids),
-        }
+        tok = _pick(logits, row_keys, step, temperature, top_p, **pick)
+        return _advance(c, tok, cache, key_valid, pad_id, end_ids)
 
     return jax.lax.while_loop(cond, body, carry)
 
@@ -589,19 +601,9 @@ def _g3_prefill(
         k = _pad_slots(_to_cache(k, cache_dtype), k_layout, cache_len)
         cache.append((k, _pad_slots(_to_cache(v, cache_dtype), v_layout, cache_len)))
     logits = _g3_logits(w, _rms(x[:, -1], w["final"]))
-    keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, 0)
-    first = _sample(
-        logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
-    )
-    out = jnp.zeros((b, cache_len - p), jnp.int32).at[:, 0].set(first)
-    return {
-        "cache": tuple(cache),
-        "out": out,
-        "step": jnp.array(1, jnp.int32),
-        "done": jnp.isin(first, end_ids),
-        "key_valid": jnp.zeros((b, cache_len), bool).at[:, :p].set(valid),
-        "prompt_len": valid.sum(axis=-1).astype(jnp.int32),
-    }
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
+    first = _pick(logits, row_keys, 0, temperature, top_p, **pick)
+    return _start(tuple(cache), first, valid, cache_len, end_ids)
 
 
 def _g3_decode(
@@ -622,6 +624,7 @@ def _g3_decode(
     """Decode steps until ``step == until`` or every row is done; the cache is updated in
     place (``carry`` is donated)."""
     _TRACES["decode"] += 1
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
     b, n_new = carry["out"].shape
     s_len = carry["key_valid"].shape[1]
     p = s_len - n_new
@@ -660,20 +663,8 @@ def _g3_decode(
             x = _g3_rest(lw, x, q, keys, values, window)
             cache.append((kc, vc))
         logits = _g3_logits(w, _rms(x[:, 0], w["final"]))
-        keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
-        tok = _sample(
-            logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
-        )
-        tok = jnp.where(c["done"], pad_id, tok)
-        out = jax.lax.dynamic_update_index_in_dim(c["out"], tok, step, axis=1)
-        return {
-            **c,
-            "cache": tuple(cache),
-            "out": out,
-            "step": step + 1,
-            "key_valid": key_valid,
-            "done": c["done"] | jnp.isin(tok, end_ids),
-        }
+        tok = _pick(logits, row_keys, step, temperature, top_p, **pick)
+        return _advance(c, tok, tuple(cache), key_valid, pad_id, end_ids)
 
     # Attention over the whole cache would read slots not written yet; in phases of
     # n_new / _PHASES steps, each reads only the slots below its end: the same loop body

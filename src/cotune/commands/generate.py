@@ -44,16 +44,16 @@ def generate(
     """Print the model's completion of PROMPT."""
     from cotune.generate import generate_detailed
 
-    if (
-        template not in fmt.TEMPLATES
-        or schema not in fmt.SCHEMAS
-        or dtype not in (None, "float32", "bfloat16")
-    ):
-        Console(stderr=True).print(
-            f"[red]cotune: template must be one of {fmt.TEMPLATES}, "
-            f"schema one of {fmt.SCHEMAS}, dtype float32 or bfloat16[/red]"
-        )
-        raise typer.Exit(2)
+    allowed = {
+        "--template": (template, fmt.TEMPLATES),
+        "--schema": (schema, fmt.SCHEMAS),
+        "--dtype": (dtype, (None, "float32", "bfloat16")),
+    }
+    for flag, (value, choices) in allowed.items():
+        if value not in choices:
+            shown = ", ".join(str(c) for c in choices if c is not None)
+            Console(stderr=True).print(f"[red]cotune generate: {flag} {value!r}: use {shown}[/red]")
+            raise typer.Exit(2)
     m = _load(model)
     (g,) = generate_detailed(
         m,

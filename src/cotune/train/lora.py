@@ -212,8 +212,8 @@ def bf16_frozen_weights(frozen: Any) -> Any:
 
     Why: those products cast their weights to bf16 anyway (:func:`bf16_einsum`), so the
     numbers are identical, but doing it inside the step re-reads ~400 MB of float32 and
-    writes ~200 MB of bf16 copies every step on the 270M (~0.2 s of a ~2.3 s step in the
-    profile, `XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true` + jax.profiler). Embeddings and
+    writes ~200 MB of bf16 copies every step on the 270M (the per-step ``convert`` ops of a
+    ``jax.profiler`` trace with ``XLA_FLAGS=--xla_cpu_enable_xprof_traceme=true``). Embeddings and
     norm scales stay float32: the input lookup and the residual stream keep full precision.
     Only the training step sees this copy; the model itself keeps its float32 weights.
     """
@@ -226,6 +226,21 @@ def bf16_frozen_weights(frozen: Any) -> Any:
         return x
 
     return jax.tree_util.tree_map_with_path(cast, frozen)
+
+
+def split_for_training(module: Any, lora_enabled: bool, bf16: bool) -> tuple[Any, Any, Any]:
+    """``(graphdef, trainable, frozen)`` as the training step takes them.
+
+    The graph carries the bf16 projections when ``bf16`` (the module itself is switched back
+    to float32 for generation), and with LoRA the frozen projection weights are bf16 once
+    (:func:`bf16_frozen_weights`). One place, so benchmarks time what training runs.
+    """
+    set_bf16_matmul(module, bf16)
+    graphdef, trainable, frozen = nnx.split(module, trainable_filter(lora_enabled), ...)
+    set_bf16_matmul(module, False)
+    if bf16 and lora_enabled:
+        frozen = bf16_frozen_weights(frozen)
+    return graphdef, trainable, frozen
 
 
 def uses_explicit_lora(module: Any) -> bool:

@@ -384,15 +384,12 @@ def train(
     module = model.module
     if cfg.lora.enabled:
         module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
-    filt = lora_lib.trainable_filter(cfg.lora.enabled)
     n_train, n_total = lora_lib.count_params(module, cfg.lora.enabled)
 
     mesh = make_mesh(cfg.mesh)
-    lora_lib.set_bf16_matmul(module, cfg.train.bf16_matmul)
-    graphdef, trainable, frozen = nnx.split(module, filt, ...)
-    lora_lib.set_bf16_matmul(module, False)  # generation keeps float32 matmuls
-    if cfg.train.bf16_matmul and cfg.lora.enabled:
-        frozen = lora_lib.bf16_frozen_weights(frozen)
+    graphdef, trainable, frozen = lora_lib.split_for_training(
+        module, cfg.lora.enabled, cfg.train.bf16_matmul
+    )
     trainable = shard_state(trainable, mesh)
     frozen = shard_state(frozen, mesh)
     tx = make_optimizer(cfg, total)
