@@ -246,6 +246,9 @@ def side_cotune(spec: dict) -> dict:
 
 
 def side_hf(spec: dict) -> dict:
+    from cotune import allocator
+
+    allocator.tune()  # the same process settings as cotune's side, before torch's threads
     import torch
     from hf_reference import greedy_left_padded  # bench/ is this script's folder
     from transformers import AutoModelForCausalLM

@@ -63,6 +63,9 @@ def side_cotune(steps: int) -> dict:
 
 
 def side_hf(steps: int) -> dict:
+    from cotune import allocator
+
+    allocator.tune()  # if enabled (see _SIDE_ENV), before torch starts its threads
     import torch
 
     from bench.bench_train import records
@@ -83,9 +86,21 @@ def side_hf(steps: int) -> dict:
     return r
 
 
+# The sides a round runs. "hf" gets cotune's allocator settings too (cotune/allocator.py):
+# they make torch's step faster here as well, and the reference is HF at its fastest.
+# "hf_glibc" is HF with the default allocator, as most of its users run it (--with-hf-glibc).
+_SIDE_ENV = {
+    "cotune": {"COTUNE_MALLOC_TUNING": "1"},
+    "hf": {"COTUNE_MALLOC_TUNING": "1"},
+    "hf_glibc": {"COTUNE_MALLOC_TUNING": "0"},
+}
+
+
 def _child(side: str, steps: int) -> dict:
-    cmd = [sys.executable, "-m", "bench.compare_train", "--side", side, "--steps", str(steps)]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    fn = "hf" if side.startswith("hf") else side
+    cmd = [sys.executable, "-m", "bench.compare_train", "--side", fn, "--steps", str(steps)]
+    env = {**os.environ, **_SIDE_ENV[side]}
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith(MARK)]
     if p.returncode != 0 or not lines:
         sys.stderr.write(p.stderr[-4000:])
@@ -98,6 +113,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4, help="timed steps per side and round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--side", choices=["cotune", "hf"], help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--with-hf-glibc", action="store_true", help="also time HF with the default allocator"
+    )
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_vs_hf.json"))
     args = ap.parse_args()
     if args.side:
@@ -105,9 +123,10 @@ def main() -> None:
         print(MARK + json.dumps(fn(args.steps)), flush=True)
         return
 
-    runs: dict[str, list[dict]] = {"cotune": [], "hf": []}
+    sides = ["cotune", "hf"] + (["hf_glibc"] if args.with_hf_glibc else [])
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
     for r in range(args.rounds):
-        for side in ("cotune", "hf") if r % 2 == 0 else ("hf", "cotune"):
+        for side in sides if r % 2 == 0 else sides[::-1]:
             res = _child(side, args.steps)
             runs[side].append(res)
             shown = {k: round(v, 2) for k, v in res.items() if isinstance(v, float)}
@@ -124,10 +143,17 @@ def main() -> None:
         k: round(med("hf", k), 3)
         for k in ("s_per_step", "trained_tokens_per_s", "real_tokens_per_s")
     }
+    extra = {}
+    if args.with_hf_glibc:
+        extra["hf_peft_default_allocator"] = {
+            k: round(med("hf_glibc", k), 3)
+            for k in ("s_per_step", "trained_tokens_per_s", "real_tokens_per_s")
+        }
     out = {
         "bench": "SFT LoRA step, Gemma 3 270M, rank 16 attention+MLP, batch 8 x 128",
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "command": f"python -m bench.compare_train --steps {args.steps} --rounds {args.rounds}",
+        "command": f"python -m bench.compare_train --steps {args.steps} --rounds {args.rounds}"
+        + (" --with-hf-glibc" if args.with_hf_glibc else ""),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "method": "each side in a fresh child process per round, sides alternating; medians",
         "cotune": {
@@ -136,8 +162,10 @@ def main() -> None:
         },
         "hf_peft": {
             **h,
-            "mode": "padded batches of 8 examples, bf16 weights, PEFT LoRA, torch AdamW",
+            "mode": "padded batches of 8 examples, bf16 weights, PEFT LoRA, torch AdamW, "
+            "cotune's allocator settings (faster for torch too)",
         },
+        **extra,
         "ratio_cotune_over_hf": {
             "trained_tokens_per_s": round(c["trained_tokens_per_s"] / h["trained_tokens_per_s"], 2),
             "real_tokens_per_s": round(c["real_tokens_per_s"] / h["real_tokens_per_s"], 2),

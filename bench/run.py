@@ -25,7 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 STEPS = {
     "data": [sys.executable, "bench/bench_data.py"],
-    "train": [sys.executable, "-m", "bench.compare_train"],
+    "train": [
+        sys.executable,
+        "-m",
+        "bench.compare_train",
+        "--rounds",
+        "3",
+        "--with-hf-glibc",
+    ],
     "generate": [
         sys.executable,
         "bench/compare_generate.py",
@@ -83,6 +90,13 @@ def table() -> str:
             f"| {_f(h['real_tokens_per_s'])} | **{r['real_tokens_per_s']:.2f}x** |",
             f"| SFT: s/step | {_f(c['s_per_step'], 2)} | {_f(h['s_per_step'], 2)} | |",
         ]
+        hg = t.get("hf_peft_default_allocator")
+        if hg:  # HF without cotune's allocator settings, as it runs out of the box
+            lines.append(
+                f"| SFT trained tokens/s vs HF with glibc's default allocator "
+                f"| {_f(c['trained_tokens_per_s'])} | {_f(hg['trained_tokens_per_s'])} "
+                f"| **{c['trained_tokens_per_s'] / hg['trained_tokens_per_s']:.2f}x** |"
+            )
     g = _load("generate_vs_hf.json")
     if g:
         for key, row in g.get("summary", {}).items():

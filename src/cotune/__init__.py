@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
+from cotune import allocator as _allocator
+
+_allocator.tune()  # before JAX starts its threads: see cotune/allocator.py
+
 
 def __getattr__(name: str):
     """``cotune.load`` without importing JAX on ``import cotune`` (keeps the CLI fast)."""

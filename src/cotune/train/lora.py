@@ -146,64 +146,115 @@ bf16_einsum.defvjp(_bf16_einsum_fwd, _bf16_einsum_bwd)
 _ORIG_EINSUM = jnp.einsum
 
 
-def _lora_term(m: Any, name: str, x: jax.Array, eq: str | None) -> jax.Array | None:
-    """``scale * x @ A @ B`` as two plain 2-D matmuls.
+def _dot(a: jax.Array, b: jax.Array, ca: int, cb: int) -> jax.Array:
+    """2-D product contracting ``a``'s axis ``ca`` with ``b``'s axis ``cb``, float32 result."""
+    dims = (((ca,), (cb,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=jnp.float32)
 
-    Why flatten: XLA's CPU backend runs the gradients of the batched (``B, T, ...``) forms
-    Qwix writes (``BTD,Dr,rNH->BTNH``) several times slower than the same products on
-    ``[B*T, D]`` matrices (~3.5x on one 270M MLP layer's backward when this was written).
-    The scale multiplies the rank-``r`` intermediate, not the ``[B*T, out]`` result (16
-    columns instead of up to 2048, forward and backward). The adapter products stay float32:
-    in bf16 they are a few percent of the step but moved the tiny model's LoRA gradients
-    (cosine to float32 0.96 instead of > 0.995, tests/test_train_bf16.py).
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lora_matmul_bf16(
+    x: jax.Array, w: jax.Array, a: jax.Array, b: jax.Array, scale: float
+) -> jax.Array:
+    """``x @ w + scale * (x @ a) @ b`` for ``x [N, in]``, ``w [in, out]``, ``a [in, r]``,
+    ``b [r, out]``: bf16 operands, float32 results, forward and backward.
+
+    Why one concatenated product instead of the textbook three: on this CPU the adapter's
+    cost is not its FLOPs (rank 16) but the extra passes over ``[N, out]`` float32 tensors
+    (adding the delta to ``y``; reading ``dy`` for ``dy @ b.T`` and again for ``b``'s
+    gradient), and the 270M's step is memory-bound there: the adapters made it 1.46x slower
+    than the same step without them (1.48 s -> 2.16 s gradient, 8 x 128, measured while
+    this was written). Here the rank-``r`` columns ride along in the big product:
+    ``[x | s x a] @ [w ; b]`` forward and ``dy @ [w ; b].T`` backward, which yields ``dx``
+    and ``dy @ b.T`` in one pass. The adapter weights enter those products in bf16 (as every
+    frozen weight does); ``x @ a`` and the gradients of ``a`` and ``b`` accumulate in
+    float32.
     """
+    return _lm_fwd(x, w, a, b, scale)[0]
+
+
+def _lm_fwd(x, w, a, b, scale):
+    ras = _dot(x, a, 1, 0) * scale  # [N, r] float32
+    xc = jnp.concatenate([x.astype(jnp.bfloat16), ras.astype(jnp.bfloat16)], axis=1)
+    wc = jnp.concatenate([w.astype(jnp.bfloat16), b.astype(jnp.bfloat16)], axis=0)
+    y = _dot(xc, wc, 1, 0)
+    return y, (x, xc, wc, a, jnp.zeros((0,), w.dtype), jnp.zeros((0,), b.dtype))
+
+
+def _lm_bwd(scale, res, dy):
+    x, xc, wc, a, w_like, b_like = res
+    n_in = a.shape[0]
+    dyb = dy.astype(jnp.bfloat16)
+    dxc = _dot(dyb, wc, 1, 1)  # [N, in + r]: dx through w, and dy @ b.T
+    dra = dxc[:, n_in:] * scale  # [N, r]
+    dx = dxc[:, :n_in] + _dot(dra, a, 1, 1)
+    da = _dot(dra, x, 0, 0).T  # [r, in] then transposed: the fast operand order here
+    db = _dot(xc[:, n_in:], dyb, 0, 0)  # [r, out]
+    dw = _dot(xc[:, :n_in], dyb, 0, 0)  # dropped by XLA when w is frozen (LoRA)
+    return dx.astype(x.dtype), dw.astype(w_like.dtype), da.astype(a.dtype), db.astype(b_like.dtype)
+
+
+lora_matmul_bf16.defvjp(_lm_fwd, _lm_bwd)
+
+
+def _lora_weights(m: Any, name: str) -> tuple[jax.Array, jax.Array, float] | None:
     a = getattr(m, name + "_lora_a", None)
     if a is None:
         return None
-    a, b = a[...], getattr(m, name + "_lora_b")[...]
     scale = getattr(m, "_cotune_lora_scale", None)
     if scale is None:
         raise ValueError(
             "LoRA adapters without a scale: apply them with cotune.train.lora.apply_lora"
         )
-    if eq is None:  # nnx.Linear: x [..., in] @ A [in, r] @ B [r, out]
-        x2 = x.reshape(-1, x.shape[-1])
-        y = ((x2 @ a) * scale) @ b
-        return y.reshape(*x.shape[:-1], b.shape[-1])
-    ins, out = eq.split("->")
-    xs, a_s, b_s = ins.split(",")
-    contracted = [c for c in a_s if c != "r"]
-    batch = [c for c in xs if c not in contracted]
-    rest = [c for c in b_s if c != "r"]
-    xt = jnp.transpose(x, [xs.index(c) for c in batch + contracted])
-    batch_shape = xt.shape[: len(batch)]
-    x2 = xt.reshape(-1, int(np.prod(xt.shape[len(batch) :])))
-    a2 = jnp.transpose(a, [a_s.index(c) for c in contracted] + [a_s.index("r")])
-    a2 = a2.reshape(x2.shape[1], -1)
-    bt = jnp.transpose(b, [b_s.index("r")] + [b_s.index(c) for c in rest])
-    y = ((x2 @ a2) * scale) @ bt.reshape(bt.shape[0], -1)
-    y = y.reshape(*batch_shape, *bt.shape[1:])
-    return jnp.transpose(y, ["".join(batch + rest).index(c) for c in out])
+    return a[...], getattr(m, name + "_lora_b")[...], scale
 
 
 class _Bf16Einsum(gemma3.Einsum):
-    """Tunix Einsum: bf16 products with float32 accumulation, LoRA added explicitly."""
+    """Tunix Einsum: bf16 products with float32 accumulation; with LoRA, the adapter joins
+    the product (:func:`lora_matmul_bf16`) on the einsum flattened to 2-D."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = bf16_einsum(self.einsum_str, x, self.w[...])
-        d = _lora_term(self, "w", x, getattr(self, "w_lora_einsum_str", None))
-        return y if d is None else y + d
+        lw = _lora_weights(self, "w")
+        if lw is None:
+            return bf16_einsum(self.einsum_str, x, self.w[...])
+        a, b, scale = lw
+        # Flatten by the LoRA equation (e.g. "BSD,Dr,rCKH->CBSKH"): the letters of ``a``
+        # other than r are contracted, those of ``b`` other than r are the output features.
+        ins, out = self.w_lora_einsum_str.split("->")
+        xs, a_s, b_s = ins.split(",")
+        ws = self.einsum_str.split("->")[0].split(",")[1]
+        contracted = [c for c in a_s if c != "r"]
+        batch = [c for c in xs if c not in contracted]
+        rest = [c for c in b_s if c != "r"]
+        xt = jnp.transpose(x, [xs.index(c) for c in batch + contracted])
+        batch_shape = xt.shape[: len(batch)]
+        x2 = xt.reshape(-1, int(np.prod(xt.shape[len(batch) :])))
+        w = self.w[...]
+        w2 = jnp.transpose(w, [ws.index(c) for c in contracted + rest]).reshape(x2.shape[1], -1)
+        a2 = jnp.transpose(a, [a_s.index(c) for c in contracted] + [a_s.index("r")])
+        bt = jnp.transpose(b, [b_s.index("r")] + [b_s.index(c) for c in rest])
+        y = lora_matmul_bf16(
+            x2, w2, a2.reshape(x2.shape[1], -1), bt.reshape(bt.shape[0], -1), scale
+        )
+        y = y.reshape(*batch_shape, *bt.shape[1:])
+        return jnp.transpose(y, ["".join(batch + rest).index(c) for c in out])
 
 
 class _Bf16Linear(nnx.Linear):
     """Bias-free nnx.Linear as used by Gemma's MLP, same treatment as :class:`_Bf16Einsum`."""
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        y = bf16_einsum("...i,io->...o", x, self.kernel[...])
+        lw = _lora_weights(self, "kernel")
+        if lw is None:
+            y = bf16_einsum("...i,io->...o", x, self.kernel[...])
+        else:
+            a, b, scale = lw
+            x2 = x.reshape(-1, x.shape[-1])
+            y = lora_matmul_bf16(x2, self.kernel[...], a, b, scale)
+            y = y.reshape(*x.shape[:-1], y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[...]
-        d = _lora_term(self, "kernel", x, None)
-        return y if d is None else y + d
+        return y
 
 
 def bf16_frozen_weights(frozen: Any) -> Any:
