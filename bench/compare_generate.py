@@ -77,11 +77,22 @@ def build_spec(args) -> dict:
     }
 
 
+# "hf" and "cotune" run with cotune's allocator settings (cotune/allocator.py; they speed up
+# torch here too, so HF is measured at its fastest); "hf_glibc" is HF with glibc's default
+# allocator, as its users run it (--with-hf-glibc; bf16 + sdpa only, its best setting).
+_SIDE_ENV = {
+    "cotune": {"COTUNE_MALLOC_TUNING": "1"},
+    "hf": {"COTUNE_MALLOC_TUNING": "1"},
+    "hf_glibc": {"COTUNE_MALLOC_TUNING": "0"},
+}
+
+
 def run_child(side: str, spec_path: str) -> dict:
     """One side in a fresh interpreter; its last stdout line is the JSON result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--spec", spec_path]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    env = {**os.environ, **_SIDE_ENV[side]}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{side} child failed with exit code {proc.returncode}")
     lines = [x for x in proc.stdout.splitlines() if x.startswith("{")]
@@ -139,6 +150,10 @@ def summarize(spec: dict, children: list[dict]) -> dict:
             )
         row["best_cotune_mode"] = cot_best
         row["best_ratio"] = row[f"ratio_cotune_{cot_best}_vs_hf_best"]
+        glibc = tps.get(f"hf_glibc_bfloat16_sdpa_b{b}")
+        if glibc:
+            row["hf_glibc_bfloat16_sdpa_tokens_per_s"] = glibc
+            row["best_ratio_vs_hf_glibc"] = round(tps[f"cotune_{cot_best}_b{b}"] / glibc, 2)
         summary[f"batch_{b}"] = row
     big, end_ids = max(spec["batches"]), spec["end_ids"]
     ref = f"cotune_float32_b{big}"
@@ -167,12 +182,20 @@ def main() -> None:
     ap.add_argument("--hf-attn", default="sdpa,eager", help="attn_implementation values")
     ap.add_argument("--cotune-modes", default="float32,bfloat16", help="compute_dtype values")
     ap.add_argument("--out", default=str(HERE / "results" / "generate_vs_hf.json"))
-    ap.add_argument("--side", choices=["cotune", "hf"], help="(child) run one side only")
+    ap.add_argument(
+        "--with-hf-glibc", action="store_true", help="also time HF with the default allocator"
+    )
+    ap.add_argument("--side", choices=list(_SIDE_ENV), help="(child) run one side only")
     ap.add_argument("--spec", help="(child) the spec file written by the parent")
     args = ap.parse_args()
     if args.side:
         spec = json.loads(Path(args.spec).read_text())
-        res = side_cotune(spec) if args.side == "cotune" else side_hf(spec)
+        if args.side == "cotune":
+            res = side_cotune(spec)
+        elif args.side == "hf":
+            res = side_hf(spec)
+        else:
+            res = side_hf(spec, ["bfloat16_sdpa"], prefix="hf_glibc")
         print(json.dumps(res), flush=True)
         return
 
@@ -191,8 +214,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = str(Path(tmp) / "spec.json")
         Path(spec_path).write_text(json.dumps(spec))
+        sides = ["cotune", "hf"] + (["hf_glibc"] if args.with_hf_glibc else [])
         for r in range(args.rounds):
-            for side in ("cotune", "hf") if r % 2 == 0 else ("hf", "cotune"):
+            for side in sides if r % 2 == 0 else sides[::-1]:
                 c = run_child(side, spec_path)
                 c["round"] = r
                 children.append(c)
@@ -245,10 +269,10 @@ def side_cotune(spec: dict) -> dict:
     return res
 
 
-def side_hf(spec: dict) -> dict:
+def side_hf(spec: dict, configs: list[str] | None = None, prefix: str = "hf") -> dict:
     from cotune import allocator
 
-    allocator.tune()  # the same process settings as cotune's side, before torch's threads
+    allocator.tune()  # if enabled (_SIDE_ENV), before torch starts its threads
     import torch
     from hf_reference import greedy_left_padded  # bench/ is this script's folder
     from transformers import AutoModelForCausalLM
@@ -265,7 +289,7 @@ def side_hf(spec: dict) -> dict:
         **_child_meta(),
     }
     tps, toks, secs = {}, {}, {}
-    for cfg in spec["hf_configs"]:  # "<dtype>_<attn_implementation>"
+    for cfg in configs or spec["hf_configs"]:  # "<dtype>_<attn_implementation>"
         dtype, attn_impl = cfg.split("_")
         hf = AutoModelForCausalLM.from_pretrained(
             spec["folder"], dtype=getattr(torch, dtype), attn_implementation=attn_impl
@@ -276,7 +300,7 @@ def side_hf(spec: dict) -> dict:
             run(hf, ids, 4)  # warm-up: let oneDNN pick its kernels for these shapes
             dt, gen = run(hf, ids, new)
             n = sum(len(g) for g in gen)
-            key = f"hf_{cfg}_b{b}"
+            key = f"{prefix}_{cfg}_b{b}"
             tps[key], toks[key], secs[key] = n / dt, gen, round(dt, 2)
             print(key, f"{n} tokens {dt:.1f} s {n / dt:.1f} tok/s", file=sys.stderr, flush=True)
         del hf

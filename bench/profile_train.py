@@ -1,10 +1,13 @@
 """Where an SFT step's time goes on the real 270M: hidden-state forward, its backward, and
 the full LoRA loss gradient (8 x 128 tokens, 512 trained positions, bf16 matmuls); the
 output projection + loss alone, with materialized ``[512, 262144]`` logits and streamed
-over the vocabulary; and the step's gradient with adapters on attention only (what the MLP
-adapters cost).
+over the vocabulary; the step's gradient with adapters on attention only (what the MLP
+adapters cost); and the decoder's forward+backward without any adapters (what all of them
+cost). Next to each time: the minor page faults of one call (``getrusage``), which
+``COTUNE_MALLOC_TUNING=0`` brings back (cotune/allocator.py):
 
     .venv/bin/python -m bench.profile_train [--f32]
+    COTUNE_MALLOC_TUNING=0 .venv/bin/python -m bench.profile_train
 
 Prints the best of three timings per piece (after a compile call); no file is written.
 """
@@ -12,6 +15,7 @@ Prints the best of three timings per piece (after a compile call); no file is wr
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 
 import jax
@@ -70,9 +74,23 @@ def main() -> None:
     def loss_attn(tr, fr, mb):
         return summed_loss(nnx.merge(gd_a, tr, fr), mb, bf16)
 
+    # No adapters: the base model's decoder, differentiated w.r.t. the pre-attention norm
+    # scales so the backward still runs through every layer.
+    lora_lib.set_bf16_matmul(base, bf16)
+    norms = nnx.All(nnx.Param, nnx.PathContains("pre_attention_norm"))
+    gd_n, tr_n, fr_n = nnx.split(base, norms, ...)
+    lora_lib.set_bf16_matmul(base, False)
+    fr_n = lora_lib.bf16_frozen_weights(fr_n) if bf16 else fr_n
+
+    def hidden_base(tr, fr, mb):
+        m = nnx.merge(gd_n, tr, fr)
+        mask = attention_mask(mb["segments"], jnp)
+        return lora_lib.hidden_states(m, mb["tokens"], mb["positions"], mask).sum()
+
     pieces = {
         "hidden forward": (jax.jit(hidden), (tr, fr, mb)),
         "hidden forward+backward": (jax.jit(jax.grad(hidden)), (tr, fr, mb)),
+        "  same, no adapters": (jax.jit(jax.grad(hidden_base)), (tr_n, fr_n, mb)),
         "loss forward+backward (the step's gradient)": (jax.jit(jax.grad(loss)), (tr, fr, mb)),
         "  same, adapters on attention only": (jax.jit(jax.grad(loss_attn)), (tr_a, fr_a, mb)),
         f"output projection + loss + grad, {k} positions, [N, V] logits": (
@@ -86,12 +104,14 @@ def main() -> None:
     }
     for name, (f, args) in pieces.items():
         jax.block_until_ready(f(*args))
-        times = []
+        times, faults = [], []
         for _ in range(3):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             jax.block_until_ready(f(*args))
             times.append(time.perf_counter() - t0)
-        print(f"{name}: {min(times):.2f} s", flush=True)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        print(f"{name}: {min(times):.2f} s, {min(faults):,} page faults", flush=True)
 
 
 if __name__ == "__main__":

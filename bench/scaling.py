@@ -35,9 +35,17 @@ generate(m, [f"What is {i} + {2 * i}?" for i in range(32)], max_new_tokens=64, s
 
 
 def peak_rss_mb(code: str) -> float:
-    """Peak resident memory of a fresh Python running ``code`` (MB), as the child reports it
-    (RUSAGE_CHILDREN would give the maximum over every child so far, not this one's)."""
-    tail = "\nimport resource\nprint('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    """Peak resident memory of a fresh Python running ``code`` (MB), as the child reports it.
+
+    From ``VmHWM`` in ``/proc/self/status``, which belongs to the child's own address space:
+    ``ru_maxrss`` survives fork + exec, so a child of a large parent reported the parent's
+    peak (both rows read 6,053 MB once the parent held its heap, cotune/allocator.py).
+    """
+    tail = (
+        "\nfor line in open('/proc/self/status'):\n"
+        "    if line.startswith('VmHWM:'):\n"
+        "        print('PEAK_RSS_KB', line.split()[1])\n"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code + tail], check=True, capture_output=True, text=True
     ).stdout
