@@ -166,9 +166,11 @@ def lora_matmul_bf16(
     than the same step without them (1.48 s -> 2.16 s gradient, 8 x 128, measured while
     this was written). Here the rank-``r`` columns ride along in the big product:
     ``[x | s x a] @ [w ; b]`` forward and ``dy @ [w ; b].T`` backward, which yields ``dx``
-    and ``dy @ b.T`` in one pass. The adapter weights enter those products in bf16 (as every
-    frozen weight does); ``x @ a`` and the gradients of ``a`` and ``b`` accumulate in
-    float32.
+    and ``dy @ b.T`` in one pass: 2.16 -> 2.02 s for that gradient (alternating fresh
+    processes). The adapter weights enter those products in bf16 (as every frozen weight
+    does); ``x @ a`` and the gradients of ``a`` and ``b`` accumulate in float32. On the real
+    270M the step's LoRA gradient is within 2.0% (relative L2) of an all-float32 step; the
+    previous separate float32 adapter products were within 2.75%.
     """
     return _lm_fwd(x, w, a, b, scale)[0]
 
