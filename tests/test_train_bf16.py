@@ -139,7 +139,9 @@ def test_streamed_vocab_ce_matches_reference(monkeypatch) -> None:
 @pytest.mark.slow
 def test_bf16_lora_grads_match_f32_on_gemma3_270m() -> None:
     """On the real weights the bf16 step (adapters inside the bf16 products) gives the LoRA
-    gradient of an all-float32 step within a few percent (2.0% when measured)."""
+    gradient of an all-float32 step within bf16 noise: 7.7% relative L2 on this small random
+    batch when written (the earlier float32-adapter path: 5.0%; 2.0% vs 2.75% on an 8 x 128
+    batch). A wrong transpose or a dropped adapter term is off by ~100%."""
     model = load("gemma3-270m")
     module = lora_lib.apply_lora(model.module, LoraCfg(rank=16, alpha=32.0))
     state = nnx.state(module, nnx.LoRAParam)
@@ -150,4 +152,4 @@ def test_bf16_lora_grads_match_f32_on_gemma3_270m() -> None:
     _, g16 = _loss_and_grads(module, True, nnx.LoRAParam, mb)
     a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g16)])
     b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(g32)])
-    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.05
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.12
