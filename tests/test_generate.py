@@ -205,3 +205,23 @@ def test_bad_arguments_are_refused(model):
     with pytest.raises(ValueError, match="compute_dtype"):
         generate(model, ["x"], compute_dtype="float16")
     assert np.all(np.isfinite([1.0]))
+
+
+@pytest.mark.parametrize("chunk", [4, 256])
+def test_column_argmax_equals_argmax_of_the_transpose(chunk):
+    """The vocabulary-major greedy pick: first maximum on ties, NaN wins, as jnp.argmax."""
+    from cotune.generate import _argmax, _argmax_columns
+
+    rng = np.random.default_rng(0)
+    v, b = 4 * 256, 7
+    logits = rng.standard_normal((v, b)).astype(np.float32)
+    logits[:, 1] = 0.0  # all tied: index 0
+    logits[[300, 900], 2] = 9.0  # tie across chunks: the first
+    logits[[5, 6], 3] = 9.0  # tie inside a chunk: the first
+    logits[700, 4], logits[800, 4] = np.nan, 50.0  # NaN beats a larger number
+    logits[v - 1, 5] = 99.0  # last column of the last chunk
+    got = np.asarray(_argmax_columns(jnp.asarray(logits), chunk=chunk))
+    want = np.asarray(jnp.argmax(jnp.asarray(logits.T), axis=-1))
+    assert got.tolist() == want.tolist()
+    assert got[1:6].tolist() == [0, 300, 5, 700, v - 1]
+    assert np.asarray(_argmax(jnp.asarray(logits.T), chunk=chunk)).tolist() == want.tolist()

@@ -142,9 +142,27 @@ def _argmax(logits, chunk: int = 256):
     if v % chunk or v <= chunk:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     tiles = logits.reshape(b, v // chunk, chunk)
-    best = jnp.argmax(jnp.max(tiles, axis=-1), axis=-1)
+    # NaN as +inf to find its chunk: XLA's CPU max reduction drops NaN in some shapes
+    # (measured); the argmax inside the chunk puts NaN first again
+    best = jnp.argmax(jnp.max(jnp.where(jnp.isnan(tiles), jnp.inf, tiles), axis=-1), axis=-1)
     inside = jnp.take_along_axis(tiles, best[:, None, None], axis=1)[:, 0]
     return (best * chunk + jnp.argmax(inside, axis=-1)).astype(jnp.int32)
+
+
+def _argmax_columns(logits_vb, chunk: int = 256):
+    """:func:`_argmax` of ``logits_vb.T`` for vocabulary-major logits ``[V, B]`` (see
+    :func:`_g3_logits`), without the transpose: same first-maximum and NaN-first rules (but
+    for a row holding +inf before a NaN, never seen from finite weights)."""
+    v, b = logits_vb.shape
+    if v % chunk or v <= chunk:
+        return jnp.argmax(logits_vb, axis=0).astype(jnp.int32)
+    tiles = logits_vb.reshape(v // chunk, chunk, b)
+    # XLA's CPU max down a non-minor axis drops NaN (measured), so NaN is counted as +inf
+    # to find its chunk; the argmax inside the chunk then puts NaN first again
+    peaks = jnp.max(jnp.where(jnp.isnan(tiles), jnp.inf, tiles), axis=1)
+    best = jnp.argmax(peaks, axis=0)  # [B]: first chunk holding the max
+    inside = jnp.take_along_axis(tiles, best[None, None, :], axis=0)[0]  # [chunk, B]
+    return (best * chunk + jnp.argmax(inside, axis=0)).astype(jnp.int32)
 
 
 def _sample(logits, keys, temperature, top_p, *, greedy: bool, top_k: int | None, use_top_p: bool):
@@ -172,8 +190,15 @@ def _sample(logits, keys, temperature, top_p, *, greedy: bool, top_k: int | None
 _STATIC = ("greedy", "top_k", "use_top_p")
 
 
-def _pick(logits, row_keys, step, temperature, top_p, *, greedy, top_k, use_top_p):
-    """The step's token per row (per-row keys folded with the step number)."""
+def _pick(
+    logits, row_keys, step, temperature, top_p, *, greedy, top_k, use_top_p, vocab_major=False
+):
+    """The step's token per row (per-row keys folded with the step number). ``logits`` are
+    ``[B, V]``, or ``[V, B]`` with ``vocab_major`` (greedy then never transposes them)."""
+    if greedy and vocab_major:
+        return _argmax_columns(logits)
+    if vocab_major:
+        logits = logits.T
     keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
     return _sample(
         logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
@@ -538,14 +563,21 @@ def _g3_embed(w, tokens):
 
 
 def _g3_logits(w, h):
-    """Float32 logits for ``h [B, D]`` (tied embedding; Gemma 3 has no final soft-cap).
+    """Float32 logits for ``h [B, D]``, vocabulary-major: ``[V, B]`` (tied embedding; Gemma 3
+    has no final soft-cap).
 
-    ``h @ E.T`` as Tunix computes it, on the model's table or its bfloat16 copy, written as
-    a ``dot_general`` contracting ``E``'s last axis: at ``[32,640] @ [640,262144]`` that took
-    41 ms in bf16 where ``jnp.dot(h, E.T)`` (a transpose, then the dot) took 72 ms, and
-    float32 73 ms either way.
+    ``E @ h.T``, the transpose of Tunix's ``h @ E.T`` (same products, same sums), on the
+    model's table or its bfloat16 copy. Vocabulary-major because XLA's CPU dot runs this
+    skinny product much faster with the 262,144 rows as the output's leading axis: at
+    ``[32,640] x [262144,640]`` in bf16, 17.3 ms against 26.1 ms for ``h @ E.T`` (and 72 ms
+    for ``jnp.dot(h, E.T)``, which copies a transposed table first), and with the greedy
+    argmax taken down the columns (:func:`_argmax_columns`) 18.5 ms against 28.6 ms
+    (``bench/matmul_rates.py --decode``). The pickers take ``vocab_major=True``.
     """
-    return _mm(h, w.get("emb_out", w["emb"]))
+    e = w.get("emb_out", w["emb"])
+    return jax.lax.dot_general(
+        e, h.astype(e.dtype), (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
+    )
 
 
 # XLA's CPU backend updates a bf16 array by converting all of it to f32 and back: the
@@ -602,7 +634,7 @@ def _g3_prefill(
         cache.append((k, _pad_slots(_to_cache(v, cache_dtype), v_layout, cache_len)))
     logits = _g3_logits(w, _rms(x[:, -1], w["final"]))
     pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
-    first = _pick(logits, row_keys, 0, temperature, top_p, **pick)
+    first = _pick(logits, row_keys, 0, temperature, top_p, **pick, vocab_major=True)
     return _start(tuple(cache), first, valid, cache_len, end_ids)
 
 
@@ -663,7 +695,7 @@ def _g3_decode(
             x = _g3_rest(lw, x, q, keys, values, window)
             cache.append((kc, vc))
         logits = _g3_logits(w, _rms(x[:, 0], w["final"]))
-        tok = _pick(logits, row_keys, step, temperature, top_p, **pick)
+        tok = _pick(logits, row_keys, step, temperature, top_p, **pick, vocab_major=True)
         return _advance(c, tok, tuple(cache), key_valid, pad_id, end_ids)
 
     # Attention over the whole cache would read slots not written yet; in phases of
@@ -906,7 +938,11 @@ def _generate_batch(
 ) -> list[Generation]:
     tok = model.tokenizer
     n_real = len(ids)
-    b = bucket(n_real, minimum=1)
+    # At least two rows: XLA's CPU dot takes a slow single-threaded matrix-vector path for
+    # one row, and one filler row is cheaper than that. A batch-1 greedy decode step of the
+    # 270M in bf16 took 47.8 ms alone and 36.5 ms as two rows (``bench/profile_decode.py
+    # --batch 1`` and ``--batch 2``).
+    b = bucket(n_real, minimum=2)
     p = bucket_len(max(len(x) for x in ids))
     n = bucket(max_new)
     tokens = np.full((b, p), tok.pad_id, np.int32)
