@@ -48,7 +48,8 @@ def main() -> None:
         run(128)
         run(1)
         t1, t128 = min(run(1) for _ in range(2)), min(run(128) for _ in range(2))
-        print(f"{name}: {(t128 - t1) / 127 * 1e3:.1f} ms per step, {t1:.2f} s for prefill + 1 token, {t128:.2f} s for 128", flush=True)
+        step_ms = (t128 - t1) / 127 * 1e3
+        print(f"{name}: {step_ms:.1f} ms per step; prefill + 1 token {t1:.2f} s", flush=True)
     gen._g3_logits = full_logits
 
 
