@@ -209,7 +209,7 @@ def test_bad_arguments_are_refused(model):
 
 @pytest.mark.parametrize("chunk", [4, 256])
 def test_column_argmax_equals_argmax_of_the_transpose(chunk):
-    """The vocabulary-major greedy pick: first maximum on ties, NaN wins, as jnp.argmax."""
+    """The vocabulary-major greedy pick: first maximum on ties, as jnp.argmax."""
     from cotune.generate import _argmax, _argmax_columns
 
     rng = np.random.default_rng(0)
@@ -218,10 +218,29 @@ def test_column_argmax_equals_argmax_of_the_transpose(chunk):
     logits[:, 1] = 0.0  # all tied: index 0
     logits[[300, 900], 2] = 9.0  # tie across chunks: the first
     logits[[5, 6], 3] = 9.0  # tie inside a chunk: the first
-    logits[700, 4], logits[800, 4] = np.nan, 50.0  # NaN beats a larger number
-    logits[v - 1, 5] = 99.0  # last column of the last chunk
+    logits[v - 1, 5] = 99.0  # last entry of the last chunk
+    logits[0, 6] = 99.0  # first entry of the first chunk
     got = np.asarray(_argmax_columns(jnp.asarray(logits), chunk=chunk))
     want = np.asarray(jnp.argmax(jnp.asarray(logits.T), axis=-1))
     assert got.tolist() == want.tolist()
-    assert got[1:6].tolist() == [0, 300, 5, 700, v - 1]
+    assert got[1:].tolist() == [0, 300, 5, int(want[4]), v - 1, 0]
     assert np.asarray(_argmax(jnp.asarray(logits.T), chunk=chunk)).tolist() == want.tolist()
+
+
+def test_greedy_pick_of_a_nan_row_is_token_0_as_jnp_argmax():
+    """NaN hidden states give NaN logits; the greedy picks answer as jnp.argmax does."""
+    from cotune.generate import _argmax, _nan_rows, _pick
+
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((3, 8)).astype(np.float32)
+    h[1, 2] = np.nan
+    e = rng.standard_normal((1024, 8)).astype(np.float32)
+    logits_vb = jnp.asarray(e) @ jnp.asarray(h).T  # [V, B], column 1 all NaN
+    want = np.asarray(jnp.argmax(logits_vb.T, axis=-1))
+    assert want[1] == 0
+    keys = jax.vmap(jax.random.key)(jnp.arange(3))
+    pick = dict(greedy=True, top_k=None, use_top_p=False, vocab_major=True)
+    got = _pick(logits_vb, keys, 0, 1.0, 1.0, **pick, nan_rows=_nan_rows(jnp.asarray(h)))
+    assert np.asarray(got).tolist() == want.tolist()
+    # the row-major picker handles NaN inside its reduction
+    assert np.asarray(_argmax(logits_vb.T)).tolist() == want.tolist()

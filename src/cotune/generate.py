@@ -151,16 +151,18 @@ def _argmax(logits, chunk: int = 256):
 
 def _argmax_columns(logits_vb, chunk: int = 256):
     """:func:`_argmax` of ``logits_vb.T`` for vocabulary-major logits ``[V, B]`` (see
-    :func:`_g3_logits`), without the transpose: same first-maximum and NaN-first rules (but
-    for a row holding +inf before a NaN, never seen from finite weights)."""
+    :func:`_g3_logits`), without the transpose: the same first maximum for finite logits.
+
+    NaN is not handled here: XLA's CPU max down a non-minor axis drops NaN (measured), and
+    mapping NaN to +inf before it took 3.5 ms of a 60 ms batch-32 step. A NaN logit comes
+    from a NaN hidden state, so callers check the ``[B, D]`` state instead (``nan_rows`` of
+    :func:`_pick`), which costs nothing.
+    """
     v, b = logits_vb.shape
     if v % chunk or v <= chunk:
         return jnp.argmax(logits_vb, axis=0).astype(jnp.int32)
     tiles = logits_vb.reshape(v // chunk, chunk, b)
-    # XLA's CPU max down a non-minor axis drops NaN (measured), so NaN is counted as +inf
-    # to find its chunk; the argmax inside the chunk then puts NaN first again
-    peaks = jnp.max(jnp.where(jnp.isnan(tiles), jnp.inf, tiles), axis=1)
-    best = jnp.argmax(peaks, axis=0)  # [B]: first chunk holding the max
+    best = jnp.argmax(jnp.max(tiles, axis=1), axis=0)  # [B]: first chunk holding the max
     inside = jnp.take_along_axis(tiles, best[None, None, :], axis=0)[0]  # [chunk, B]
     return (best * chunk + jnp.argmax(inside, axis=0)).astype(jnp.int32)
 
@@ -191,12 +193,25 @@ _STATIC = ("greedy", "top_k", "use_top_p")
 
 
 def _pick(
-    logits, row_keys, step, temperature, top_p, *, greedy, top_k, use_top_p, vocab_major=False
+    logits,
+    row_keys,
+    step,
+    temperature,
+    top_p,
+    *,
+    greedy,
+    top_k,
+    use_top_p,
+    vocab_major=False,
+    nan_rows=None,
 ):
     """The step's token per row (per-row keys folded with the step number). ``logits`` are
-    ``[B, V]``, or ``[V, B]`` with ``vocab_major`` (greedy then never transposes them)."""
+    ``[B, V]``, or ``[V, B]`` with ``vocab_major`` (greedy then never transposes them);
+    greedy rows in ``nan_rows`` (a NaN hidden state: every logit NaN) get token 0, as
+    ``jnp.argmax`` gives them."""
     if greedy and vocab_major:
-        return _argmax_columns(logits)
+        tok = _argmax_columns(logits)
+        return tok if nan_rows is None else jnp.where(nan_rows, 0, tok)
     if vocab_major:
         logits = logits.T
     keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
@@ -562,6 +577,11 @@ def _g3_embed(w, tokens):
     return (x * jnp.sqrt(x.shape[-1]).astype(x.dtype)).astype(jnp.float32)
 
 
+def _nan_rows(h):
+    """Rows of ``h [B, D]`` holding a NaN: all their logits are NaN (see _argmax_columns)."""
+    return jnp.isnan(h).any(axis=-1)
+
+
 def _g3_logits(w, h):
     """Float32 logits for ``h [B, D]``, vocabulary-major: ``[V, B]`` (tied embedding; Gemma 3
     has no final soft-cap).
@@ -569,10 +589,11 @@ def _g3_logits(w, h):
     ``E @ h.T``, the transpose of Tunix's ``h @ E.T`` (same products, same sums), on the
     model's table or its bfloat16 copy. Vocabulary-major because XLA's CPU dot runs this
     skinny product much faster with the 262,144 rows as the output's leading axis: at
-    ``[32,640] x [262144,640]`` in bf16, 17.3 ms against 26.1 ms for ``h @ E.T`` (and 72 ms
-    for ``jnp.dot(h, E.T)``, which copies a transposed table first), and with the greedy
-    argmax taken down the columns (:func:`_argmax_columns`) 18.5 ms against 28.6 ms
-    (``bench/matmul_rates.py --decode``). The pickers take ``vocab_major=True``.
+    ``[32,640] x [262144,640]`` in bf16, 18.2 ms against 27.7 ms for ``h @ E.T`` (which was
+    itself faster than ``jnp.dot(h, E.T)``'s 72 ms, a transposed copy of the table first),
+    and with the greedy argmax taken down the columns (:func:`_argmax_columns`) 19 ms
+    against 33 ms (``python -m bench.matmul_rates --decode``). The pickers take
+    ``vocab_major=True``.
     """
     e = w.get("emb_out", w["emb"])
     return jax.lax.dot_general(
@@ -632,9 +653,9 @@ def _g3_prefill(
         x = _g3_rest(lw, x, q, k, v, _g3_window(g, i, mask, slots, slots))
         k = _pad_slots(_to_cache(k, cache_dtype), k_layout, cache_len)
         cache.append((k, _pad_slots(_to_cache(v, cache_dtype), v_layout, cache_len)))
-    logits = _g3_logits(w, _rms(x[:, -1], w["final"]))
-    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
-    first = _pick(logits, row_keys, 0, temperature, top_p, **pick, vocab_major=True)
+    h = _rms(x[:, -1], w["final"])
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p, vocab_major=True)
+    first = _pick(_g3_logits(w, h), row_keys, 0, temperature, top_p, **pick, nan_rows=_nan_rows(h))
     return _start(tuple(cache), first, valid, cache_len, end_ids)
 
 
@@ -656,7 +677,7 @@ def _g3_decode(
     """Decode steps until ``step == until`` or every row is done; the cache is updated in
     place (``carry`` is donated)."""
     _TRACES["decode"] += 1
-    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
+    pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p, vocab_major=True)
     b, n_new = carry["out"].shape
     s_len = carry["key_valid"].shape[1]
     p = s_len - n_new
@@ -694,8 +715,9 @@ def _g3_decode(
             values = _from_cache(_first_slots(vc, v_layout, seen))
             x = _g3_rest(lw, x, q, keys, values, window)
             cache.append((kc, vc))
-        logits = _g3_logits(w, _rms(x[:, 0], w["final"]))
-        tok = _pick(logits, row_keys, step, temperature, top_p, **pick, vocab_major=True)
+        h = _rms(x[:, 0], w["final"])
+        logits = _g3_logits(w, h)
+        tok = _pick(logits, row_keys, step, temperature, top_p, **pick, nan_rows=_nan_rows(h))
         return _advance(c, tok, tuple(cache), key_valid, pad_id, end_ids)
 
     # Attention over the whole cache would read slots not written yet; in phases of
