@@ -3,11 +3,11 @@ accumulation, and torch bf16 (oneDNN) when the bench extra is installed. These b
 any step built from XLA products can reach here.
 
     .venv/bin/python -m bench.matmul_rates [--m 1024 --k 640 --n 65536]
-    .venv/bin/python -m bench.matmul_rates --decode [--m 32]
+    .venv/bin/python -m bench.matmul_rates --decode [--m 32] [--dtype float32]
 
 Prints GFLOP/s, mean of 5 calls after a warm-up; no file is written. ``--decode`` times
 the greedy decode step's output projection instead (``[m, 640]`` hidden states against the
-270M's 262,144 x 640 bf16 table): ``h @ E.T`` against the vocabulary-major ``E @ h.T`` that
+270M's 262,144 x 640 table, bf16 unless ``--dtype float32``): ``h @ E.T`` against the vocabulary-major ``E @ h.T`` that
 ``cotune.generate._g3_logits`` uses, each with and without its greedy argmax.
 """
 
@@ -34,9 +34,10 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=640)
     ap.add_argument("--n", type=int, default=65536)
     ap.add_argument("--decode", action="store_true")
+    ap.add_argument("--dtype", default="bfloat16", help="--decode: table and hidden dtype")
     a = ap.parse_args()
     if a.decode:
-        return decode_projection(a.m if a.m != 1024 else 32)
+        return decode_projection(a.m if a.m != 1024 else 32, dtype=a.dtype)
     flops = 2.0 * a.m * a.k * a.n
     x = jnp.ones((a.m, a.k), jnp.bfloat16)
     w = jnp.ones((a.k, a.n), jnp.bfloat16)
@@ -64,15 +65,15 @@ def main() -> None:
     print(f"torch bf16 (oneDNN): {flops / ((time.perf_counter() - t0) / 5) / 1e9:.0f} GFLOP/s")
 
 
-def decode_projection(m: int, v: int = 262_144, d: int = 640) -> None:
+def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bfloat16") -> None:
     """Milliseconds per call (median of 7) of the decode projection's layouts."""
     import numpy as np
 
     from cotune.generate import _argmax, _argmax_columns
 
     rng = np.random.default_rng(0)
-    e = jnp.asarray(rng.standard_normal((v, d), np.float32)).astype(jnp.bfloat16)
-    h = jnp.asarray(rng.standard_normal((m, d), np.float32)).astype(jnp.bfloat16)
+    e = jnp.asarray(rng.standard_normal((v, d), np.float32)).astype(dtype)
+    h = jnp.asarray(rng.standard_normal((m, d), np.float32)).astype(dtype)
 
     def dot(a, b):
         return jax.lax.dot_general(
@@ -85,7 +86,7 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640) -> None:
         "h @ E.T + argmax": jax.jit(lambda h, e: _argmax(dot(h, e))),
         "E @ h.T + column argmax": jax.jit(lambda h, e: _argmax_columns(dot(e, h))),
     }
-    print(f"decode projection, m = {m}: [{m}, {d}] x [{v}, {d}] bf16, float32 results")
+    print(f"decode projection, m = {m}: [{m}, {d}] x [{v}, {d}] {dtype}, float32 results")
     for name, f in variants.items():
         jax.block_until_ready(f(h, e))
         times = []

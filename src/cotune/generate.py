@@ -960,11 +960,12 @@ def _generate_batch(
 ) -> list[Generation]:
     tok = model.tokenizer
     n_real = len(ids)
-    # At least two rows: XLA's CPU dot takes a slow single-threaded matrix-vector path for
-    # one row, and one filler row is cheaper than that. A batch-1 greedy decode step of the
-    # 270M in bf16 took 47.8 ms alone and 36.5 ms as two rows (``bench/profile_decode.py
-    # --batch 1`` and ``--batch 2``).
-    b = bucket(n_real, minimum=2)
+    # bf16: at least two rows. XLA's CPU dot takes a slow matrix-vector path for one bf16
+    # row (the 270M's output projection: 69 ms at one row, 14 ms at two), so a filler row
+    # is cheaper; float32's one-row path is fast (24 ms; 32 ms at two). Measured with
+    # ``bench/matmul_rates.py --decode --m 1`` / ``--m 2``; a whole bf16 step went from
+    # 47.8 to 36.5 ms (``bench/profile_decode.py --batch 2``).
+    b = bucket(n_real, minimum=2 if compute_dtype == "bfloat16" else 1)
     p = bucket_len(max(len(x) for x in ids))
     n = bucket(max_new)
     tokens = np.full((b, p), tok.pad_id, np.int32)
