@@ -8,7 +8,8 @@ any step built from XLA products can reach here.
 Prints GFLOP/s, mean of 5 calls after a warm-up; no file is written. ``--decode`` times
 the greedy decode step's output projection instead (``[m, 640]`` hidden states against the
 270M's 262,144 x 640 table, bf16 unless ``--dtype float32``): ``h @ E.T`` against the vocabulary-major ``E @ h.T`` that
-``cotune.generate._g3_logits`` uses, each with and without its greedy argmax.
+``cotune.generate._g3_logits`` uses, each with and without its greedy argmax, and one plain
+read of the table (what any projection must at least spend).
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
         "E @ h.T  [V, m]": jax.jit(lambda h, e: dot(e, h)),
         "h @ E.T + argmax": jax.jit(lambda h, e: _argmax(dot(h, e))),
         "E @ h.T + column argmax": jax.jit(lambda h, e: _argmax_columns(dot(e, h))),
+        "read the table once (a sum: the memory floor)": jax.jit(
+            lambda h, e: jnp.sum(e, dtype=jnp.float32)
+        ),
     }
     print(f"decode projection, m = {m}: [{m}, {d}] x [{v}, {d}] {dtype}, float32 results")
     for name, f in variants.items():
