@@ -70,7 +70,7 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
     """Milliseconds per call (median of 7) of the decode projection's layouts."""
     import numpy as np
 
-    from cotune.generate import _argmax, _argmax_columns
+    from cotune.generate import _argmax
 
     rng = np.random.default_rng(0)
     e = jnp.asarray(rng.standard_normal((v, d), np.float32)).astype(dtype)
@@ -85,7 +85,7 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
         "h @ E.T  [m, V]": jax.jit(lambda h, e: dot(h, e)),
         "E @ h.T  [V, m]": jax.jit(lambda h, e: dot(e, h)),
         "h @ E.T + argmax": jax.jit(lambda h, e: _argmax(dot(h, e))),
-        "E @ h.T + column argmax": jax.jit(lambda h, e: _argmax_columns(dot(e, h))),
+        "E @ h.T + column argmax": jax.jit(lambda h, e: _argmax(dot(e, h), axis=0)),
         "read the table once (a sum: the memory floor)": jax.jit(
             lambda h, e: jnp.sum(e, dtype=jnp.float32)
         ),

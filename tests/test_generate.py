@@ -208,9 +208,10 @@ def test_bad_arguments_are_refused(model):
 
 
 @pytest.mark.parametrize("chunk", [4, 256])
-def test_column_argmax_equals_argmax_of_the_transpose(chunk):
-    """The vocabulary-major greedy pick: first maximum on ties, as jnp.argmax."""
-    from cotune.generate import _argmax, _argmax_columns
+def test_chunked_argmax_equals_jnp_argmax_on_either_axis(chunk):
+    """The greedy pick, row-major [B, V] and vocabulary-major [V, B]: first maximum on
+    ties, as jnp.argmax."""
+    from cotune.generate import _argmax
 
     rng = np.random.default_rng(0)
     v, b = 4 * 256, 7
@@ -220,27 +221,35 @@ def test_column_argmax_equals_argmax_of_the_transpose(chunk):
     logits[[5, 6], 3] = 9.0  # tie inside a chunk: the first
     logits[v - 1, 5] = 99.0  # last entry of the last chunk
     logits[0, 6] = 99.0  # first entry of the first chunk
-    got = np.asarray(_argmax_columns(jnp.asarray(logits), chunk=chunk))
     want = np.asarray(jnp.argmax(jnp.asarray(logits.T), axis=-1))
-    assert got.tolist() == want.tolist()
-    assert got[1:].tolist() == [0, 300, 5, int(want[4]), v - 1, 0]
-    assert np.asarray(_argmax(jnp.asarray(logits.T), chunk=chunk)).tolist() == want.tolist()
+    assert want[1:].tolist() == [0, 300, 5, int(want[4]), v - 1, 0]
+    columns = _argmax(jnp.asarray(logits), axis=0, chunk=chunk)
+    rows = _argmax(jnp.asarray(logits.T), chunk=chunk)
+    assert np.asarray(columns).tolist() == want.tolist()
+    assert np.asarray(rows).tolist() == want.tolist()
 
 
-def test_greedy_pick_of_a_nan_row_is_token_0_as_jnp_argmax():
-    """NaN hidden states give NaN logits; the greedy picks answer as jnp.argmax does."""
-    from cotune.generate import _argmax, _nan_rows, _pick
+@pytest.mark.parametrize("vocab_major", [True, False])
+def test_greedy_pick_of_a_nan_row_is_token_0_as_jnp_argmax(vocab_major):
+    """NaN hidden states give NaN logits; the greedy pick answers as jnp.argmax does."""
+    from cotune.generate import _nan_rows, _pick
 
     rng = np.random.default_rng(1)
     h = rng.standard_normal((3, 8)).astype(np.float32)
     h[1, 2] = np.nan
     e = rng.standard_normal((1024, 8)).astype(np.float32)
-    logits_vb = jnp.asarray(e) @ jnp.asarray(h).T  # [V, B], column 1 all NaN
-    want = np.asarray(jnp.argmax(logits_vb.T, axis=-1))
+    logits = jnp.asarray(h) @ jnp.asarray(e).T  # [B, V], row 1 all NaN
+    want = np.asarray(jnp.argmax(logits, axis=-1))
     assert want[1] == 0
     keys = jax.vmap(jax.random.key)(jnp.arange(3))
-    pick = dict(greedy=True, top_k=None, use_top_p=False, vocab_major=True)
-    got = _pick(logits_vb, keys, 0, 1.0, 1.0, **pick, nan_rows=_nan_rows(jnp.asarray(h)))
+    pick = dict(greedy=True, top_k=None, use_top_p=False, vocab_major=vocab_major)
+    got = _pick(
+        logits.T if vocab_major else logits,
+        keys,
+        0,
+        1.0,
+        1.0,
+        **pick,
+        nan_rows=_nan_rows(jnp.asarray(h)),
+    )
     assert np.asarray(got).tolist() == want.tolist()
-    # the row-major picker handles NaN inside its reduction
-    assert np.asarray(_argmax(logits_vb.T)).tolist() == want.tolist()

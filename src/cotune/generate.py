@@ -130,47 +130,31 @@ def project(module, h, emb_lp=None):
     return logits
 
 
-def _argmax(logits, chunk: int = 256):
-    """``jnp.argmax(logits, -1)`` for ``[B, V]``, same result (first maximum, NaN first).
+def _argmax(logits, axis: int = -1, chunk: int = 256):
+    """``jnp.argmax(logits, axis)`` over the vocabulary axis (``-1`` for ``[B, V]``, ``0``
+    for vocabulary-major ``[V, B]``, see :func:`_g3_logits`): the same first maximum for
+    finite logits.
 
     XLA's CPU argmax is a scalar two-operand reduction: ~15 ms over ``[32, 262144]``, a
-    sixth of a decode step. A vectorised max per chunk of ``chunk`` columns, an argmax over
+    sixth of a decode step. A vectorised max per chunk of ``chunk`` entries, an argmax over
     the chunk maxima (the first chunk holding the maximum) and one inside that chunk take
-    ~1 ms.
+    ~1 ms. NaN is not handled here: XLA's CPU max drops NaN in some shapes (measured), and
+    mapping NaN to +inf first took 3.5 ms of a 60 ms batch-32 step. A NaN logit comes from
+    a NaN hidden state, so :func:`_pick` checks the ``[B, D]`` state instead (``nan_rows``).
     """
-    b, v = logits.shape
+    ax = axis % logits.ndim
+    v = logits.shape[ax]
     if v % chunk or v <= chunk:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    tiles = logits.reshape(b, v // chunk, chunk)
-    # NaN as +inf to find its chunk: XLA's CPU max reduction drops NaN in some shapes
-    # (measured); the argmax inside the chunk puts NaN first again
-    best = jnp.argmax(jnp.max(jnp.where(jnp.isnan(tiles), jnp.inf, tiles), axis=-1), axis=-1)
-    inside = jnp.take_along_axis(tiles, best[:, None, None], axis=1)[:, 0]
-    return (best * chunk + jnp.argmax(inside, axis=-1)).astype(jnp.int32)
+        return jnp.argmax(logits, axis=ax).astype(jnp.int32)
+    tiles = logits.reshape(*logits.shape[:ax], v // chunk, chunk, *logits.shape[ax + 1 :])
+    best = jnp.argmax(jnp.max(tiles, axis=ax + 1), axis=ax)  # [B]: first chunk with the max
+    inside = jnp.take_along_axis(tiles, jnp.expand_dims(best, (ax, ax + 1)), axis=ax)
+    return (best * chunk + jnp.argmax(inside.squeeze(ax), axis=ax)).astype(jnp.int32)
 
 
-def _argmax_columns(logits_vb, chunk: int = 256):
-    """:func:`_argmax` of ``logits_vb.T`` for vocabulary-major logits ``[V, B]`` (see
-    :func:`_g3_logits`), without the transpose: the same first maximum for finite logits.
-
-    NaN is not handled here: XLA's CPU max down a non-minor axis drops NaN (measured), and
-    mapping NaN to +inf before it took 3.5 ms of a 60 ms batch-32 step. A NaN logit comes
-    from a NaN hidden state, so callers check the ``[B, D]`` state instead (``nan_rows`` of
-    :func:`_pick`), which costs nothing.
-    """
-    v, b = logits_vb.shape
-    if v % chunk or v <= chunk:
-        return jnp.argmax(logits_vb, axis=0).astype(jnp.int32)
-    tiles = logits_vb.reshape(v // chunk, chunk, b)
-    best = jnp.argmax(jnp.max(tiles, axis=1), axis=0)  # [B]: first chunk holding the max
-    inside = jnp.take_along_axis(tiles, best[None, None, :], axis=0)[0]  # [chunk, B]
-    return (best * chunk + jnp.argmax(inside, axis=0)).astype(jnp.int32)
-
-
-def _sample(logits, keys, temperature, top_p, *, greedy: bool, top_k: int | None, use_top_p: bool):
-    """One token per row. ``keys`` are per-row so a row's draw does not depend on its batch."""
-    if greedy:
-        return _argmax(logits)
+def _sample(logits, keys, temperature, top_p, *, top_k: int | None, use_top_p: bool):
+    """One sampled token per row. ``keys`` are per-row so a row's draw does not depend on
+    its batch."""
     logits = logits / temperature
     if top_k is not None:
         vals, idx = jax.lax.top_k(logits, top_k)
@@ -202,22 +186,30 @@ def _pick(
     greedy,
     top_k,
     use_top_p,
+    nan_rows,
     vocab_major=False,
-    nan_rows=None,
 ):
     """The step's token per row (per-row keys folded with the step number). ``logits`` are
-    ``[B, V]``, or ``[V, B]`` with ``vocab_major`` (greedy then never transposes them);
-    greedy rows in ``nan_rows`` (a NaN hidden state: every logit NaN) get token 0, as
-    ``jnp.argmax`` gives them."""
-    if greedy and vocab_major:
-        tok = _argmax_columns(logits)
-        return tok if nan_rows is None else jnp.where(nan_rows, 0, tok)
-    if vocab_major:
-        logits = logits.T
+    ``[B, V]``, or ``[V, B]`` with ``vocab_major`` (greedy then never transposes them).
+    Greedy rows in ``nan_rows`` (:func:`_nan_rows` of the hidden state: every logit NaN) get
+    token 0, as ``jnp.argmax`` gives them."""
+    if greedy:
+        tok = _argmax(logits, axis=0 if vocab_major else -1)
+        return jnp.where(nan_rows, 0, tok)
     keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, step)
     return _sample(
-        logits, keys, temperature, top_p, greedy=greedy, top_k=top_k, use_top_p=use_top_p
+        logits.T if vocab_major else logits,
+        keys,
+        temperature,
+        top_p,
+        top_k=top_k,
+        use_top_p=use_top_p,
     )
+
+
+def _nan_rows(h):
+    """Rows of ``h [B, D]`` holding a NaN: all their logits are NaN (see :func:`_argmax`)."""
+    return jnp.isnan(h).any(axis=-1)
 
 
 def _start(cache, first, valid, cache_len: int, end_ids) -> dict:
@@ -274,7 +266,7 @@ def _prefill(
     h, cache = hidden_states(module, tokens, positions, cache, mask)
     logits = project(module, h[:, -1], emb_lp)
     pick = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
-    first = _pick(logits, row_keys, 0, temperature, top_p, **pick)
+    first = _pick(logits, row_keys, 0, temperature, top_p, **pick, nan_rows=_nan_rows(h[:, -1]))
     return _start(cache, first, valid, cache_len, end_ids)
 
 
@@ -311,7 +303,7 @@ def _decode(
         positions = (c["prompt_len"] + step - 1)[:, None]
         h, cache = hidden_states(module, last, positions, c["cache"], key_valid[:, None, :])
         logits = project(module, h[:, 0], emb_lp)
-        tok = _pick(logits, row_keys, step, temperature, top_p, **pick)
+        tok = _pick(logits, row_keys, step, temperature, top_p, **pick, nan_rows=_nan_rows(h[:, 0]))
         return _advance(c, tok, cache, key_valid, pad_id, end_ids)
 
     return jax.lax.while_loop(cond, body, carry)
@@ -577,11 +569,6 @@ def _g3_embed(w, tokens):
     return (x * jnp.sqrt(x.shape[-1]).astype(x.dtype)).astype(jnp.float32)
 
 
-def _nan_rows(h):
-    """Rows of ``h [B, D]`` holding a NaN: all their logits are NaN (see _argmax_columns)."""
-    return jnp.isnan(h).any(axis=-1)
-
-
 def _g3_logits(w, h):
     """Float32 logits for ``h [B, D]``, vocabulary-major: ``[V, B]`` (tied embedding; Gemma 3
     has no final soft-cap).
@@ -591,7 +578,7 @@ def _g3_logits(w, h):
     skinny product much faster with the 262,144 rows as the output's leading axis: at
     ``[32,640] x [262144,640]`` in bf16, 18.2 ms against 27.7 ms for ``h @ E.T`` (which was
     itself faster than ``jnp.dot(h, E.T)``'s 72 ms, a transposed copy of the table first),
-    and with the greedy argmax taken down the columns (:func:`_argmax_columns`) 19 ms
+    and with the greedy argmax taken down the columns (:func:`_argmax` on axis 0) 19 ms
     against 33 ms (``python -m bench.matmul_rates --decode``). The pickers take
     ``vocab_major=True``.
     """
