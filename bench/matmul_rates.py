@@ -31,14 +31,15 @@ def _rate(f, args, flops: float, n: int = 5) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--m", type=int, default=1024)
+    ap.add_argument("--m", type=int, help="rows (default 1024; with --decode, 32)")
     ap.add_argument("--k", type=int, default=640)
     ap.add_argument("--n", type=int, default=65536)
     ap.add_argument("--decode", action="store_true")
     ap.add_argument("--dtype", default="bfloat16", help="--decode: table and hidden dtype")
     a = ap.parse_args()
     if a.decode:
-        return decode_projection(a.m if a.m != 1024 else 32, dtype=a.dtype)
+        return decode_projection(a.m or 32, dtype=a.dtype)
+    a.m = a.m or 1024
     flops = 2.0 * a.m * a.k * a.n
     x = jnp.ones((a.m, a.k), jnp.bfloat16)
     w = jnp.ones((a.k, a.n), jnp.bfloat16)
