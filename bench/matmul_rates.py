@@ -6,10 +6,12 @@ any step built from XLA products can reach here.
     .venv/bin/python -m bench.matmul_rates --decode [--m 32] [--dtype float32]
 
 Prints GFLOP/s, mean of 5 calls after a warm-up; no file is written. ``--decode`` times
-the greedy decode step's output projection instead (``[m, 640]`` hidden states against the
-270M's 262,144 x 640 table, bf16 unless ``--dtype float32``): ``h @ E.T`` against the vocabulary-major ``E @ h.T`` that
-``cotune.generate._g3_logits`` uses, each with and without its greedy argmax, and one plain
-read of the table (what any projection must at least spend).
+the greedy decode step's products instead, on ``[m, 640]`` hidden states (bf16 unless
+``--dtype float32``): the output projection against the 270M's 262,144 x 640 table as
+``h @ E.T`` and as the vocabulary-major ``E @ h.T`` that ``cotune.generate._g3_logits``
+uses, each with and without its greedy argmax; one plain read of the table (what any
+projection must at least spend); and the 18 layers' fused projections as the decoder lays
+them out (q/k/v, output, gate/up, down; ``[out, in]``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def main() -> None:
 
 
 def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bfloat16") -> None:
-    """Milliseconds per call (median of 7) of the decode projection's layouts."""
+    """Milliseconds per call (median of 7) of the decode step's products."""
     import numpy as np
 
     from cotune.generate import _argmax
@@ -91,13 +93,28 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
             lambda h, e: jnp.sum(e, dtype=jnp.float32)
         ),
     }
+    # the decoder's per-layer weights (generate._g3_fuse): [out, in], 18 distinct layers,
+    # passed as an argument (closed over, jit would compile 200 MB of them in as constants)
+    shapes = [(1536, d), (d, 1024), (4096, d), (d, 2048)]
+    layers = [
+        [jnp.asarray(rng.standard_normal(s, np.float32)).astype(dtype) for s in shapes]
+        for _ in range(18)
+    ]
+
+    @jax.jit
+    def layer_products(h, layers):
+        x = jnp.tile(h, (1, 4))  # [m, 2560]: wide enough for every layer's input
+        return sum(dot(x[:, : w.shape[1]], w).sum() for ws in layers for w in ws)
+
+    runs = {name: (f, (h, e)) for name, f in variants.items()}
+    runs["18 layers' projections (q/k/v, out, gate/up, down)"] = (layer_products, (h, layers))
     print(f"decode projection, m = {m}: [{m}, {d}] x [{v}, {d}] {dtype}, float32 results")
-    for name, f in variants.items():
-        jax.block_until_ready(f(h, e))
+    for name, (f, args) in runs.items():
+        jax.block_until_ready(f(*args))
         times = []
         for _ in range(7):
             t0 = time.perf_counter()
-            jax.block_until_ready(f(h, e))
+            jax.block_until_ready(f(*args))
             times.append(time.perf_counter() - t0)
         print(f"{name}: {sorted(times)[3] * 1e3:.1f} ms", flush=True)
 

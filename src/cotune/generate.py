@@ -138,9 +138,11 @@ def _argmax(logits, axis: int = -1, chunk: int = 256):
     XLA's CPU argmax is a scalar two-operand reduction: ~15 ms over ``[32, 262144]``, a
     sixth of a decode step. A vectorised max per chunk of ``chunk`` entries, an argmax over
     the chunk maxima (the first chunk holding the maximum) and one inside that chunk take
-    ~1 ms. NaN is not handled here: XLA's CPU max drops NaN in some shapes (measured), and
-    mapping NaN to +inf first took 3.5 ms of a 60 ms batch-32 step. A NaN logit comes from
-    a NaN hidden state, so :func:`_pick` checks the ``[B, D]`` state instead (``nan_rows``).
+    ~1 ms. NaN is not handled here: XLA's CPU max drops NaN in some shapes (the tests of
+    this function found it), and mapping NaN to +inf first, when tried, made the batch-32
+    projection + argmax of ``bench.matmul_rates --decode`` 22.5 ms instead of 19.0. A NaN
+    logit comes from a NaN hidden state, so :func:`_pick` checks the ``[B, D]`` state
+    instead (``nan_rows``).
     """
     ax = axis % logits.ndim
     v = logits.shape[ax]
@@ -950,8 +952,9 @@ def _generate_batch(
     # bf16: at least two rows. XLA's CPU dot takes a slow matrix-vector path for one bf16
     # row (the 270M's output projection: 69 ms at one row, 14 ms at two), so a filler row
     # is cheaper; float32's one-row path is fast (24 ms; 32 ms at two). Measured with
-    # ``bench/matmul_rates.py --decode --m 1`` / ``--m 2``; a whole bf16 step went from
-    # 47.8 to 36.5 ms (``bench/profile_decode.py --batch 2``).
+    # ``bench/matmul_rates.py --decode --m 1`` / ``--m 2``; a whole bf16 step of a one-row
+    # batch went from 47.8 to 34.9 ms (``bench/profile_decode.py --batch 1``, before and
+    # after).
     b = bucket(n_real, minimum=2 if compute_dtype == "bfloat16" else 1)
     p = bucket_len(max(len(x) for x in ids))
     n = bucket(max_new)
