@@ -1,0 +1,132 @@
+"""One row of the reasoning-recipe study (docs/recipe.md): train a variant, score it on
+validation questions, write ``bench/results/recipe/<name>.json``.
+
+Validation only: the questions come from their own seed and never from the test seeds the
+quickstart reports on, so choosing a recipe here does not peek at the test sets.
+
+    python -m bench.recipe_probe --name place-d12 --style place --steps 150
+    python -m bench.recipe_probe --name small-d12 --style small --steps 150 --set optim.lr=2e-3
+
+Each variant sees the same validation questions (same seed, same tasks, same difficulty);
+only the reasoning text the model is trained on differs between trace styles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from cotune import data
+from cotune.config import load_config
+
+RESULTS = Path(__file__).resolve().parent / "results" / "recipe"
+VAL_SEED = 424242  # the study's validation questions; the quickstart's test seeds differ
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--style", default=None, help="trace style (cotune.data.TRACE_STYLES)")
+    ap.add_argument("--tasks", default="arithmetic,word_problems")
+    ap.add_argument("--difficulty", default="1,2")
+    ap.add_argument("--n-train", type=int, default=3000)
+    ap.add_argument("--n-val", type=int, default=192)
+    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--config", default="configs/quickstart.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--out", default="runs/recipe")
+    args = ap.parse_args(argv)
+
+    from cotune.eval import evaluate
+    from cotune.model import load
+    from cotune.train.sft import train
+
+    diff = [int(d) for d in args.difficulty.split(",")]
+    style_kw = {"style": args.style} if args.style else {}
+    t0 = time.perf_counter()
+    pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
+    val = data.generate(args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw)
+    train_keys = {data.question_key(r.question) for r in pool}
+    val = [r for r in val if data.question_key(r.question) not in train_keys][: args.n_val]
+    cfg = load_config(args.config, [f"train.steps={args.steps}", *args.overrides])
+    model = load(cfg.model.name, dtype=cfg.model.dtype)
+    t_train = time.perf_counter()
+    result = train(
+        cfg,
+        Path(args.out) / args.name,
+        force=True,
+        model=model,
+        train_records=pool,
+        val_records=val[:16],
+    )
+    t_eval = time.perf_counter()
+    report = evaluate(
+        result.model,
+        val,
+        max_new_tokens=cfg.eval.max_new_tokens,
+        template=cfg.format.template,
+        schema=cfg.format.schema_,
+        batch_size=cfg.eval.batch_size,
+        tokenizer=model.tokenizer,
+    )
+    t_end = time.perf_counter()
+    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    fails = []
+    n_claims = n_true = 0
+    for row in report.rows:
+        s = row.samples[0]
+        per_task[row.task][0] += int(s.strict_correct)
+        per_task[row.task][1] += 1
+        d = s.to_dict()
+        n_claims += d.get("n_claims") or 0
+        n_true += d.get("n_true_claims") or 0
+        if not s.strict_correct and len(fails) < 40:
+            fails.append(
+                {
+                    "task": row.task,
+                    "q": row.question,
+                    "gold": row.gold,
+                    "completion": d.get("completion"),
+                    "false": d.get("false_claims"),
+                }
+            )
+    acc = sum(c for c, _ in per_task.values()) / max(1, len(report.rows))
+    val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
+    out = {
+        "name": args.name,
+        "val_set_sha256_12": val_sha,  # rows are comparable when this matches
+        "command": "python -m bench.recipe_probe "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "style": args.style,
+        "steps": args.steps,
+        "overrides": args.overrides,
+        "n_train_pool": len(pool),
+        "n_val": len(val),
+        "accuracy": acc,
+        "step_validity": (n_true / n_claims) if n_claims else None,
+        "per_task": {k: {"correct": c, "n": n} for k, (c, n) in sorted(per_task.items())},
+        "seconds": {
+            "train": round(t_eval - t_train, 1),
+            "eval": round(t_end - t_eval, 1),
+            "total": round(t_end - t0, 1),
+        },
+        "tokens_per_s": result.tokens_per_s,
+        "final_loss": result.final_loss,
+        "metrics": {k: v for k, v in report.metrics.items() if not isinstance(v, dict | list)},
+        "failures": fails,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(json.dumps({k: out[k] for k in ("name", "accuracy", "step_validity", "seconds")}))
+    for k, v in out["per_task"].items():
+        print(f"  {k:15s} {v['correct']:3d}/{v['n']:3d}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

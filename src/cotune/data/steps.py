@@ -1,0 +1,199 @@
+"""The arithmetic inside a trace, written as steps a small model can compute.
+
+A 270M model reads digits one token at a time and writes a result most-significant digit
+first, so a claim is easy for it when every digit of the result follows from the digits
+directly above it: single-digit facts (``7 + 8 = 15``, ``13 - 7 = 6``, ``7 * 6 = 42``),
+the same facts on round numbers (``40 * 30 = 1200``), placing parts side by side
+(``500 + 120 + 12``), or taking a single digit off a round number (``40 - 4 = 36``). A claim
+whose digits need a carry or a borrow carried across places (``43 - 7 = 36``,
+``280 * 20 / 100 = 56``) is where the trained model went wrong most often, so the ``small``
+style breaks every such operation into claims of the easy kinds, restating the running value
+each time. ``compact`` writes one claim per operation, as a person in a hurry would; the
+recipe study (docs/recipe.md) measures both on the same validation questions.
+
+Every builder returns a list of claims (``"a op b = c"`` strings) whose last result is the
+value asked for; :func:`cotune.verify.find_claims` checks each one when a problem is
+generated. The style is a context variable so task functions need no extra argument:
+``with trace_style("compact"): ...``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from fractions import Fraction
+
+from cotune.format import format_number as fmt
+
+TRACE_STYLES = ("small", "compact")
+DEFAULT_STYLE = "small"
+_STYLE: ContextVar[str] = ContextVar("cotune_trace_style", default=DEFAULT_STYLE)
+
+Num = int | Fraction
+
+
+@contextmanager
+def trace_style(name: str) -> Iterator[None]:
+    """Generate traces in style ``name`` inside the block."""
+    if name not in TRACE_STYLES:
+        raise ValueError(f"unknown trace style {name!r}; expected one of {', '.join(TRACE_STYLES)}")
+    token = _STYLE.set(name)
+    try:
+        yield
+    finally:
+        _STYLE.reset(token)
+
+
+def small() -> bool:
+    return _STYLE.get() == "small"
+
+
+def _int(x: Num) -> int | None:
+    """``x`` as a non-negative int when it is one, else None (decimals keep one claim)."""
+    x = Fraction(x)
+    return int(x) if x.denominator == 1 and x >= 0 else None
+
+
+def _digits(x: int) -> list[int]:
+    return [int(c) for c in reversed(str(x))]
+
+
+def _parts(x: int) -> list[int]:
+    """Non-zero place parts, largest first: 347 -> [300, 40, 7]."""
+    return [d * 10**k for k, d in reversed(list(enumerate(_digits(x)))) if d]
+
+
+def _round(x: int) -> bool:
+    """One non-zero digit: 7, 40, 300."""
+    return len(_parts(x)) <= 1
+
+
+def claim(a: Num, op: str, b: Num, c: Num) -> str:
+    return f"{fmt(Fraction(a))} {op} {fmt(Fraction(b))} = {fmt(Fraction(c))}"
+
+
+# --------------------------------------------------------------------------- + and -
+
+
+def add(a: Num, b: Num) -> list[str]:
+    """``a + b``: place by place when digits carry (``40 + 30 = 70, 7 + 8 = 15, 70 + 15 = 85``)."""
+    ia, ib = _int(a), _int(b)
+    total = Fraction(a) + Fraction(b)
+    # Split whenever both have two non-zero places or more: whether a carry happens is itself
+    # a computation, so the shape of the trace depends only on the numbers' digits' places.
+    if not small() or ia is None or ib is None or min(ia, ib) < 10 or _round(ia) or _round(ib):
+        return [claim(a, "+", b, total)]
+    pa, pb = _digits(ia), _digits(ib)
+    sums = []
+    for k in reversed(range(max(len(pa), len(pb)))):
+        x = (pa[k] if k < len(pa) else 0) * 10**k
+        y = (pb[k] if k < len(pb) else 0) * 10**k
+        if x and y:
+            sums.append((claim(x, "+", y, x + y), x + y))
+        elif x or y:
+            sums.append((None, x + y))
+    steps = [s for s, _ in sums if s]
+    cur = sums[0][1]
+    for _, v in sums[1:]:
+        steps.append(claim(cur, "+", v, cur + v))
+        cur += v
+    return steps
+
+
+def _borrow_free(a: int, b: int) -> bool:
+    da, db = _digits(a), _digits(b)
+    return all(k < len(da) and da[k] >= d for k, d in enumerate(db))
+
+
+def sub(a: Num, b: Num) -> list[str]:
+    """``a - b``: take ``b`` away one place at a time, going down to the round number first
+    when a digit would borrow: ``83 - 47: 83 - 40 = 43, 7 - 3 = 4, 43 - 3 = 40, 40 - 4 = 36``.
+    """
+    ia, ib = _int(a), _int(b)
+    if ia is not None and ib is not None and ia < ib:  # negative: the other way round
+        return [*sub(ib, ia), claim(a, "-", b, Fraction(a) - Fraction(b))]
+    if not small() or ia is None or ib is None or _borrow_free(ia, ib):
+        return [claim(a, "-", b, Fraction(a) - Fraction(b))]
+    steps, cur = [], ia
+    for part in _parts(ib):
+        k = len(str(part)) - 1
+        have = (cur // 10**k) % 10 * 10**k  # cur's digit at this place, as a round number
+        # No borrow, a borrow from a zero (302 - 50: one claim, the round-number case), or
+        # a teen fact (152 - 80: 15 - 8) stay one claim.
+        if have >= part or have == 0 or cur // 10 ** (k + 1) <= 1:
+            steps.append(claim(cur, "-", part, cur - part))
+        else:
+            rest = part - have
+            steps += [claim(part, "-", have, rest), claim(cur, "-", have, cur - have)]
+            steps.append(claim(cur - have, "-", rest, cur - part))
+        cur -= part
+    return steps
+
+
+# --------------------------------------------------------------------------- * and /
+
+
+def mul(a: Num, b: Num) -> list[str]:
+    """``a * b``: partial products of place parts, then their running sum."""
+    ia, ib = _int(a), _int(b)
+    prod = Fraction(a) * Fraction(b)
+    if not small() or ia is None or ib is None or (_round(ia) and _round(ib)) or not ia * ib:
+        return [claim(a, "*", b, prod)]
+    if ia < 10 <= ib:  # the one-digit factor second: 6 * 47 -> 40 * 6, 7 * 6
+        ia, ib = ib, ia
+    pairs = [(x, y) for x in _parts(ia) for y in _parts(ib)]
+    steps = [claim(x, "*", y, x * y) for x, y in pairs]
+    cur = pairs[0][0] * pairs[0][1]
+    for x, y in pairs[1:]:  # partial products mostly sit in different places: one claim each
+        steps.append(claim(cur, "+", x * y, cur + x * y))
+        cur += x * y
+    return steps
+
+
+def div(a: Num, b: Num) -> list[str]:
+    """``a / b`` (exact): times-table facts on round chunks of the quotient
+    (``498 / 6: 6 * 80 = 480, 498 - 480 = 18, 18 / 6 = 3, 80 + 3 = 83``)."""
+    ia, ib = _int(a), _int(b)
+    q = Fraction(a) / Fraction(b)
+    iq = _int(q)
+    # Halving is local (each digit needs only its neighbour's parity), and so is dropping
+    # zeros for tens and hundreds: one claim each.
+    if not small() or ia is None or ib is None or iq is None or _round(iq) or ib in (2, 10, 100):
+        return [claim(a, "/", b, q)]
+    hi = _parts(iq)[0]
+    chunk = ib * hi
+    return [
+        claim(ib, "*", hi, chunk),
+        *sub(ia, chunk),
+        *div(ia - chunk, ib),
+        claim(hi, "+", iq - hi, iq),
+    ]
+
+
+def percent_of(base: Num, p: Num) -> list[str]:
+    """``p% of base`` from easy parts: halves and quarters, or tenths
+    (``280 / 10 = 28, 28 * 2 = 56``), never ``base * p / 100`` in one claim."""
+    base, p = Fraction(base), Fraction(p)
+    v = base * p / 100
+    if not small():
+        return [f"{fmt(base)} * {fmt(p)} / 100 = {fmt(v)}"]
+    if p == 50:
+        return div(base, 2)
+    if p in (25, 75):
+        q = base / 4
+        steps = [*div(base, 2), *div(base / 2, 2)]
+        return steps if p == 25 else [*steps, *mul(q, 3)]
+    if p % 5 == 0:
+        tenth = base / 10
+        tens, five = divmod(int(p), 10)
+        steps = [claim(base, "/", 10, tenth)]
+        part = tenth * tens
+        if tens > 1:
+            steps += mul(tenth, tens)
+        if five:
+            steps += div(tenth, 2)
+            steps += add(part, tenth / 2) if tens else []
+        return steps
+    one = base / 100
+    return [claim(base, "/", 100, one), *mul(one, p)]

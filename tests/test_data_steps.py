@@ -1,0 +1,100 @@
+"""The step builders behind every generated trace: each claim true, the last one the value,
+and the ``small`` style never asks for a borrow across places or a product of two
+multi-digit numbers in one claim."""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cotune.data import steps as S
+from cotune.format import parse_number
+from cotune.verify import find_claims
+
+
+def _check(claims: list[str], value: Fraction) -> None:
+    text = ", ".join(claims) + "."
+    found = find_claims(text)
+    assert len(found) == len(claims), (claims, [c.text for c in found])
+    assert all(c.correct for c in found), [c.text for c in found if not c.correct]
+    assert parse_number(claims[-1].split("=")[-1].strip()) == value
+
+
+ints = st.integers(min_value=0, max_value=9999)
+
+
+@pytest.mark.parametrize("style", S.TRACE_STYLES)
+@given(a=ints, b=ints)
+def test_add_sub_mul_claims_hold(style: str, a: int, b: int) -> None:
+    with S.trace_style(style):
+        _check(S.add(a, b), Fraction(a + b))
+        _check(S.sub(a, b), Fraction(a - b))
+        _check(S.mul(a, b % 100), Fraction(a * (b % 100)))
+
+
+@pytest.mark.parametrize("style", S.TRACE_STYLES)
+@given(q=st.integers(1, 999), d=st.integers(2, 25))
+def test_div_claims_hold(style: str, q: int, d: int) -> None:
+    with S.trace_style(style):
+        _check(S.div(q * d, d), Fraction(q))
+
+
+@pytest.mark.parametrize("style", S.TRACE_STYLES)
+@given(base=st.integers(1, 200).map(lambda k: 20 * k), p=st.integers(1, 99))
+def test_percent_claims_hold(style: str, base: int, p: int) -> None:
+    with S.trace_style(style):
+        claims = S.percent_of(base, p)
+        if style == "compact":
+            assert claims == [f"{base} * {p} / 100 = {S.fmt(Fraction(base * p, 100))}"]
+        else:
+            _check(claims, Fraction(base * p, 100))
+
+
+def _numbers(claim: str) -> list[int]:
+    return [int(x) for x in re.findall(r"\d+", claim.split("=")[0])]
+
+
+@given(a=st.integers(10, 999), b=st.integers(10, 999))
+def test_small_subtraction_borrows_only_locally(a: int, b: int) -> None:
+    """A claim ``x - y`` in the small style either borrows nowhere, borrows from a zero-run
+    down to a round number, or is a teen fact (the digits above y's place are "1")."""
+    a, b = max(a, b), min(a, b)
+    with S.trace_style("small"):
+        for c in S.sub(a, b):
+            x, y = _numbers(c)
+            k = len(str(y)) - 1
+            borrow = (x // 10**k) % 10 < y // 10**k
+            assert not borrow or (x // 10**k) % 10 == 0 or x // 10 ** (k + 1) <= 1, c
+
+
+@given(a=st.integers(10, 999), b=st.integers(10, 99))
+def test_small_products_are_digit_facts(a: int, b: int) -> None:
+    with S.trace_style("small"):
+        for c in S.mul(a, b):
+            if " * " in c:
+                x, y = _numbers(c)
+                assert len(str(x).strip("0")) == 1 and len(str(y).strip("0")) == 1, c
+
+
+def test_examples_read_as_a_person_writes() -> None:
+    with S.trace_style("small"):
+        assert S.sub(83, 47) == ["83 - 40 = 43", "7 - 3 = 4", "43 - 3 = 40", "40 - 4 = 36"]
+        assert S.add(47, 38) == ["40 + 30 = 70", "7 + 8 = 15", "70 + 15 = 85"]
+        assert S.percent_of(280, 20) == [
+            "280 / 10 = 28",
+            "20 * 2 = 40",
+            "8 * 2 = 16",
+            "40 + 16 = 56",
+        ]
+        assert S.div(498, 6) == ["6 * 80 = 480", "498 - 480 = 18", "18 / 6 = 3", "80 + 3 = 83"]
+    with S.trace_style("compact"):
+        assert S.sub(83, 47) == ["83 - 47 = 36"]
+
+
+def test_unknown_style_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown trace style 'fancy'"), S.trace_style("fancy"):
+        pass
