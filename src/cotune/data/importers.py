@@ -77,7 +77,9 @@ def iter_gsm8k(path: str | Path) -> Iterator[Item]:
     p = Path(path)
 
     def make(obj: Any, i: int) -> Record:
-        q = _field(obj, "question", "'question' and 'answer' strings")
+        q = _field(obj, "question", "'question' and 'answer' strings").strip()
+        if not q:
+            raise DataError("field 'question': expected non-empty text")
         reasoning, answer = parse_gsm8k_answer(
             _field(obj, "answer", "'question' and 'answer' strings")
         )
