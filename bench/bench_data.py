@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cotune import data
 
-GSM8K = Path(os.environ.get("COTUNE_GSM8K", "/work/shared/datasets/gsm8k"))
+GSM8K = Path(os.environ.get("COTUNE_GSM8K", Path(__file__).resolve().parents[1] / "data" / "gsm8k"))
 
 
 def main() -> None:

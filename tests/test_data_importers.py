@@ -14,7 +14,7 @@ from cotune.data import DataError
 from cotune.verify import find_claims
 
 FIX = Path(__file__).parent / "fixtures" / "gsm8k"
-FULL = Path("/work/shared/datasets/gsm8k/train.jsonl")
+FULL = Path(__file__).resolve().parents[1] / "data" / "gsm8k" / "train.jsonl"
 
 
 def test_gsm8k_sample_imports_to_valid_records() -> None:
@@ -48,7 +48,23 @@ def test_gsm8k_thousands_separator_answers(tmp_path: Path) -> None:
     assert kept[0].answer == "1250" and kept[0].reasoning == "He has 1,000 + 250 = 1,250 dollars."
 
 
-@pytest.mark.skipif(not FULL.is_file(), reason="full GSM8K not available")
+def test_gsm8k_blank_question_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "g.jsonl"
+    rows = [
+        {"question": "", "answer": "#### 0"},
+        {"question": " \t\n", "answer": "2 + 2 = 4\n#### 4"},
+        {"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"},
+    ]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(DataError, match=r"g.jsonl:1: field 'question': expected non-empty text"):
+        data.import_file("gsm8k", p)
+    rejects: list[data.Reject] = []
+    (r,) = data.import_file("gsm8k", p, skip_invalid=True, rejects=rejects)
+    assert r.question == "What is 2 + 2?" and r.answer == "4"
+    assert [(x.line, x.reason) for x in rejects] == [(1, "invalid_line"), (2, "invalid_line")]
+    assert all("field 'question'" in x.detail for x in rejects)
+
+
 def test_full_gsm8k_train_import_count() -> None:
     recs = data.import_file("gsm8k", FULL)
     kept, report = data.clean(recs, exclude=data.import_file("gsm8k", FULL.with_name("test.jsonl")))
