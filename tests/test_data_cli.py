@@ -31,7 +31,7 @@ def test_generate_validate_show(tmp_path: Path) -> None:
     assert run("validate", out).exit_code == 0
     res = run("show", out, "--n", "2")
     assert res.exit_code == 0 and recs[0].question[:20] in res.output and "2 of 300" in res.output
-    res = run("generate", "--tasks", "algebra", "--n", "3", "--out", out)
+    res = run("generate", "--tasks", "algebra", "--n", "3", "--out", out, "--force")
     assert res.exit_code == 1 and "unknown task or group 'algebra'" in res.output
 
 
@@ -68,7 +68,7 @@ def test_bad_input_names_file_and_line(tmp_path: Path) -> None:
     assert res.exit_code == 1 and f"{missing}:1: missing field 'reasoning'" in res.output
     unparsable = tmp_path / "u.csv"
     unparsable.write_text("question,answer\nWhat?,many\n")
-    res = run("import", "csv", unparsable, "--out", out)
+    res = run("import", "csv", unparsable, "--out", out, "--force")
     assert (
         res.exit_code == 1
         and f"{unparsable}:2: column 'answer': expected a numeric answer" in res.output
@@ -129,7 +129,7 @@ def test_mix_and_split(tmp_path: Path) -> None:
         again,
     )
     assert again.read_text() == out.read_text()
-    res = run("mix", "--gen", "nope:1", "--n", "5", "--out", out)
+    res = run("mix", "--gen", "nope:1", "--n", "5", "--out", out, "--force")
     assert res.exit_code == 1 and "unknown task" in res.output
     res = run("split", out, "--out-dir", tmp_path / "parts", "--fractions", "0.8,0.1,0.1")
     assert res.exit_code == 0

@@ -22,10 +22,7 @@ rebuilds a plain Tunix Gemma 3 through :func:`cotune.model.convert.build_module`
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +33,7 @@ import numpy as np
 
 from cotune import format as fmt
 from cotune.model.gguf_loader import GGUF_TO_HF_GLOBAL, GGUF_TO_HF_LAYER
+from cotune.outputs import atomic_dir
 
 Format = Literal["safetensors", "gguf"]
 DType = Literal["f32", "f16", "bf16"]
@@ -557,24 +555,10 @@ def _staging(out: Path, force: bool) -> Iterator[Path]:
     if out.exists() and not force:
         if not (out.is_dir() and not any(out.iterdir())):
             raise OutputExists(f"{out}: already exists (pass --force / force=True to overwrite)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         yield tmp
-        tmp.chmod(0o755)
         for f in tmp.iterdir():
-            f.chmod(0o644)
-        old = None
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            f.chmod(0o644)  # the tensor writers go through mkstemp (0600)
 
 
 def _export_info(model: Any, format: str, dtype: str, quant: str | None) -> dict[str, Any]:

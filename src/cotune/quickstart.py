@@ -20,7 +20,6 @@ the base model worked examples as well (the report records which prompt was used
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from rich.table import Table
 
 from cotune import data
 from cotune.config import RunConfig, load_config
+from cotune.outputs import atomic_dir, check_output
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "assets" / "quickstart.yaml"
 
@@ -79,19 +79,35 @@ def quickstart(
     max_new_tokens: int | None = None,
     console: Console | None = None,
 ) -> QuickstartResult:
-    """Run the whole pipeline; returns the before/after headline metrics."""
+    """Run the whole pipeline; returns the before/after headline metrics.
+
+    An existing non-empty ``out`` is refused unless ``force`` (:class:`OutputError`), and
+    never replaced if it holds the config or a data file. Everything is written into a
+    temporary sibling folder that becomes ``out`` only once the pipeline has finished, so
+    an interrupted run leaves the previous results as they were.
+    """
+    out = Path(out)
+    cfg = load_config(config or DEFAULT_CONFIG, overrides)
+    data_files = [s.path for s in cfg.data.train] + [cfg.data.val]
+    check_output(out, "dir", force=force, inputs=[config, *data_files])
+    with atomic_dir(out) as work:
+        return _pipeline(work, out, cfg, console or Console(), n_test, few_shot, max_new_tokens)
+
+
+def _pipeline(
+    work: Path,
+    out: Path,
+    cfg: RunConfig,
+    con: Console,
+    n_test: int,
+    few_shot: int,
+    max_new_tokens: int | None,
+) -> QuickstartResult:
+    """The stages, writing into ``work``; ``out`` is where the results will be (for labels)."""
     from cotune.eval import compare, evaluate, write_report
     from cotune.model import load
     from cotune.train.sft import train
 
-    con = console or Console()
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"{out} already exists; pass --force to replace it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = load_config(config or DEFAULT_CONFIG, overrides)
     max_new = max_new_tokens or cfg.eval.max_new_tokens
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
@@ -108,7 +124,7 @@ def quickstart(
     stage("data", "1/5  Generating verified reasoning data")
     parts = _split_data(cfg, n_test)
     for name, recs in parts.items():
-        data.write_jsonl(out / "data" / f"{name}.jsonl", recs)
+        data.write_jsonl(work / "data" / f"{name}.jsonl", recs)
     con.print(
         f"train {len(parts['train'])}, val {len(parts['val'])}, test {len(parts['test'])} "
         f"examples -> {out / 'data'}"
@@ -143,13 +159,13 @@ def quickstart(
         meta={"model": f"{cfg.model.name} (base)"},
         **eval_kw,
     )
-    write_report(base, out / "eval_base")
+    write_report(base, work / "eval_base")
     done("eval_base")
 
     stage("sft", "4/5  LoRA fine-tuning on Tunix")
     result = train(
         cfg,
-        out / "sft",
+        work / "sft",
         force=True,
         model=model,
         train_records=parts["train"],
@@ -164,10 +180,10 @@ def quickstart(
         meta={"model": f"{cfg.model.name} + LoRA ({out / 'sft'})"},
         **eval_kw,
     )
-    write_report(tuned, out / "eval_tuned")
+    write_report(tuned, work / "eval_tuned")
     done("eval_tuned")
 
-    cmp = compare(out / "eval_base", out / "eval_tuned", out / "compare")
+    cmp = compare(work / "eval_base", work / "eval_tuned", work / "compare")
     seconds["total"] = time.perf_counter() - t_all
     hb, ht = _headline(base), _headline(tuned)
     table = Table(
@@ -201,5 +217,5 @@ def quickstart(
         "sft_tokens_per_s": result.tokens_per_s,
         "comparison_md": str(out / "compare" / "compare.md"),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (work / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return QuickstartResult(out, hb, ht, seconds)

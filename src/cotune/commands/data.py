@@ -4,12 +4,17 @@ A thin shell over :mod:`cotune.data`. Bad input stops with ``file:line: what was
 and exit code 1 (never a traceback); ``--skip-invalid`` writes the bad lines to
 ``<out>.rejects.jsonl`` instead. Records dropped by cleaning always go to that sidecar and
 are counted by reason, so nothing disappears silently.
+
+Outputs go through :mod:`cotune.outputs`: an existing output (or sidecar) is refused without
+``--force``, an input is never overwritten, and an unwritable ``--out`` is an error (exit 2)
+before anything is computed; files are replaced atomically.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import typer
@@ -21,6 +26,7 @@ from rich.text import Text
 
 from cotune import data as D
 from cotune.config import DataSource
+from cotune.outputs import OutputError, atomic_open, check_output
 
 app = typer.Typer(
     help="Generate, import, validate, show and mix reasoning data.",
@@ -32,9 +38,27 @@ out_console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str, code: int = 1) -> None:
     err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+_FORCE = typer.Option(False, "--force", help="overwrite existing output files")
+
+
+def _check_outputs(
+    outs: list[Path], force: bool, inputs: list[Path | str | None], flag: str = "--out"
+) -> None:
+    """Refuse (exit 2) before any work if an output exists, is an input or is unwritable."""
+    try:
+        for o in outs:
+            check_output(o, "file", force=force, inputs=inputs, flag=flag)
+    except OutputError as e:
+        _fail(str(e), 2)
+
+
+def _write_error(e: OSError, out: Path) -> None:
+    _fail(f"{e.filename or out}: could not write ({e.strerror or e})", 1)
 
 
 def _difficulty(text: str | None) -> list[int] | None:
@@ -78,8 +102,10 @@ def generate(
     n: int = typer.Option(1000, "--n", min=1, help="number of records"),
     seed: int = typer.Option(0, help="same seed -> same data"),
     difficulty: str = typer.Option(None, help="levels, e.g. '1' or '1,2' (default: all)"),
+    force: bool = _FORCE,
 ) -> None:
     """Generate verified synthetic reasoning examples."""
+    _check_outputs([out], force, [])
     try:
         stream = D.iter_generate(tasks, seed=seed, difficulty=_difficulty(difficulty), unique=True)
         recs = []
@@ -93,7 +119,10 @@ def generate(
                     break
     except ValueError as e:
         _fail(str(e))
-    D.write_jsonl(out, recs)
+    try:
+        D.write_jsonl(out, recs)
+    except OSError as e:
+        _write_error(e, out)
     by_task = Counter(r.task for r in recs)
     out_console.print(
         f"wrote {len(recs)} records to {out}: "
@@ -123,11 +152,16 @@ def import_cmd(
     check_claims: bool = typer.Option(
         False, help="also drop records with a false 'a op b = c' claim"
     ),
+    force: bool = _FORCE,
 ) -> None:
     """Import another format into canonical records, normalized and cleaned."""
+    _check_outputs([out, D.rejects_path(out)], force, [path, *(exclude or [])])
     rejects: list[D.Reject] = []
+    warnings: list[str] = []
     try:
-        recs = D.import_file(kind, path, skip_invalid=skip_invalid, rejects=rejects)
+        recs = D.import_file(
+            kind, path, skip_invalid=skip_invalid, rejects=rejects, warnings=warnings
+        )
         banned: list[D.Record] = []
         for ex in exclude or []:
             banned += D.import_file(exclude_kind or kind, ex, skip_invalid=True)
@@ -139,8 +173,13 @@ def import_cmd(
         recs, max_reasoning_tokens=max_reasoning_tokens, require_reasoning=not allow_empty,
         check_claims=check_claims, exclude=banned,
     )  # fmt: skip
-    D.write_jsonl(out, kept)
-    side = D.write_rejects(out, rejects + report.rejects)
+    for w in warnings:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+    try:
+        D.write_jsonl(out, kept)
+        side = D.write_rejects(out, rejects + report.rejects)
+    except OSError as e:
+        _write_error(e, out)
     out_console.print(_report_table(report, f"{path} -> {out}"))
     if rejects:
         out_console.print(f"skipped {len(rejects)} invalid line(s)")
@@ -251,16 +290,25 @@ def split_cmd(
     ),
     fractions: str = typer.Option("0.9,0.05,0.05", help="train,val,test"),
     seed: int = typer.Option(0),
+    force: bool = _FORCE,
 ) -> None:
     """Deterministic train/val/test split by hashed normalized question (no overlap)."""
+    _check_outputs([out_dir / f"{k}.jsonl" for k in ("train", "val", "test")], force, [file], "")
     try:
         fr = tuple(float(x) for x in fractions.split(","))
         recs = D.read_jsonl(file)
         parts = D.split(recs, fr, seed=seed)  # type: ignore[arg-type]
     except (ValueError, D.DataError) as e:
         _fail(str(e))
-    for name, rs in parts.items():
-        D.write_jsonl(out_dir / f"{name}.jsonl", rs)
+    # All three files are written to temporary files first and renamed together at the end,
+    # so an interrupted split never mixes new and old parts.
+    try:
+        with ExitStack() as stack:
+            for name, rs in parts.items():
+                f = stack.enter_context(atomic_open(out_dir / f"{name}.jsonl"))
+                f.writelines(D.records.jsonl_line(r) for r in rs)
+    except OSError as e:
+        _write_error(e, out_dir)
     out_console.print(", ".join(f"{k} {len(v)}" for k, v in parts.items()) + f" -> {out_dir}")
 
 
@@ -297,6 +345,7 @@ def mix_cmd(
         None, help="canonical JSONL whose questions must not appear"
     ),
     max_reasoning_tokens: int = typer.Option(256, help="drop longer reasoning (estimated tokens)"),
+    force: bool = _FORCE,
 ) -> None:
     """Weighted, deterministic mixture of files and generators, cleaned and deduplicated."""
     sources = []
@@ -304,6 +353,8 @@ def mix_cmd(
         for spec in inputs or []:
             p, w = _weighted(spec, "--in")
             sources.append(DataSource(path=p, weight=w))
+        in_files = [s.path for s in sources] + list(exclude or [])
+        _check_outputs([out, D.rejects_path(out)], force, in_files)
         for spec in gens or []:
             g, w = _weighted(spec, "--gen")
             D.resolve_tasks(g)
@@ -315,8 +366,11 @@ def mix_cmd(
     except (ValueError, D.DataError) as e:
         _fail(str(e))
     kept, report = D.clean(recs, max_reasoning_tokens=max_reasoning_tokens, exclude=banned)
-    D.write_jsonl(out, kept)
-    side = D.write_rejects(out, report.rejects)
+    try:
+        D.write_jsonl(out, kept)
+        side = D.write_rejects(out, report.rejects)
+    except OSError as e:
+        _write_error(e, out)
     out_console.print(_report_table(report, f"mix -> {out}"))
     by_src = Counter(r.source if r.source != "generated" else f"gen:{r.task}" for r in kept)
     out_console.print(json.dumps(dict(by_src.most_common())))

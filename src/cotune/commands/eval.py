@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cotune.config import EvalCfg
+from cotune.outputs import atomic_dir, check_output
 
 _GEN_ONLY = (
     "samples",
@@ -82,6 +83,7 @@ def eval_cmd(
         typer.Option(help="Two report directories to compare (A then B)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Directory for the report.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing --out folder.")] = False,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate the first N records.")] = None,
     samples: Annotated[
         int | None, typer.Option(min=1, help="Completions per record (self-consistency).")
@@ -128,6 +130,8 @@ def eval_cmd(
             extra = _flags(("data", "limit", "tokenizer", *_GEN_ONLY), values)
             if extra:
                 _fail(f"--compare takes only two directories and --out; drop {', '.join(extra)}")
+            if out is not None:
+                check_output(out, "dir", force=force, inputs=compare)
             _run_compare(compare, out, console)
             return
         if data is None or out is None:
@@ -136,6 +140,10 @@ def eval_cmd(
             _fail(f"--template {template!r}: expected chat or plain")
         if schema not in ("tags", "plain"):
             _fail(f"--schema {schema!r}: expected tags or plain")
+        local_model = model if model is not None and Path(model).exists() else None
+        check_output(
+            out, "dir", force=force, inputs=[data, predictions, few_shot_data, local_model]
+        )
         if predictions is not None:
             extra = _flags(_GEN_ONLY, values)
             if extra:
@@ -154,12 +162,21 @@ def eval_cmd(
         _fail(str(e))
     except ValueError as e:  # inconsistent settings found by the Python API
         _fail(str(e))
+    except OSError as e:  # the report could not be written (disk full, ...)
+        typer.echo(
+            f"cotune eval: error: {e.filename or out}: could not write ({e.strerror})", err=True
+        )
+        raise typer.Exit(1) from None
 
 
 def _run_compare(dirs: tuple[Path, Path], out: Path | None, console: Console) -> None:
     from cotune.eval.report import COMPARE_MD, COMPARE_PNG, compare, comparison_table
 
-    c = compare(dirs[0], dirs[1], out)
+    if out is None:
+        c = compare(dirs[0], dirs[1])
+    else:
+        with atomic_dir(out) as tmp:  # an interrupted write leaves the old folder as it was
+            c = compare(dirs[0], dirs[1], tmp)
     console.print(comparison_table(c))
     for w in c.warnings:
         console.print(f"[yellow]warning:[/] {w}")
@@ -170,7 +187,8 @@ def _run_compare(dirs: tuple[Path, Path], out: Path | None, console: Console) ->
 def _write(report, out: Path, console: Console) -> None:
     from cotune.eval.report import write_report
 
-    paths = write_report(report, out)
+    with atomic_dir(out) as tmp:  # an interrupted write leaves the old folder as it was
+        paths = {k: out / p.relative_to(tmp) for k, p in write_report(report, tmp).items()}
     _summary(report.to_dict(), console)
     console.print(f"wrote {paths['markdown']}, {paths['json']} and charts in {out}")
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cotune.outputs import check_output
+
 
 def _train_error() -> type[Exception]:
     """``cotune.train``'s error for bad run folders, if that package is present."""
@@ -53,8 +55,7 @@ def export(
             raise ex.ExportError("--quant needs --format gguf (safetensors holds plain floats)")
         if which not in ("best", "last"):
             raise ex.ExportError(f"--which must be best or last, got {which!r}")
-        if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
-            raise ex.OutputExists(f"{out}: already exists (pass --force to overwrite)")
+        check_output(out, "dir", force=force, inputs=[model if Path(model).exists() else None])
         console.print(f"loading [bold]{model}[/] ...")
         m = ex.resolve_model(model, which=which)
         n = len(ex.lora_adapters(m.module))
@@ -65,6 +66,9 @@ def export(
     except (ValueError, FileNotFoundError, FileExistsError, _train_error()) as e:
         console.print(f"[red]cotune export: {e}[/]")
         raise typer.Exit(2) from None
+    except OSError as e:  # writing failed (disk full, ...); --out was left as it was
+        console.print(f"[red]cotune export: {e.filename or out}: could not write ({e.strerror})[/]")
+        raise typer.Exit(1) from None
     size = sum(f.stat().st_size for f in (path.parent if fmt == "gguf" else path).iterdir())
     console.print(f"[green]wrote[/] {path} ({size / 1e6:.1f} MB)")
     if fmt == "gguf":

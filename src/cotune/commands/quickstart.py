@@ -15,7 +15,9 @@ def quickstart(
         None, "--config", help="YAML run config (default: built-in quickstart)"
     ),
     set_: list[str] = typer.Option([], "--set", help="override a config key, e.g. train.steps=50"),
-    force: bool = typer.Option(False, "--force", help="replace an existing run folder"),
+    force: bool = typer.Option(
+        False, "--force", help="replace an existing run folder (once the new run has finished)"
+    ),
     n_test: int = typer.Option(
         64, "--n-test", min=1, help="held-out questions evaluated before and after"
     ),
@@ -24,12 +26,16 @@ def quickstart(
     ),
 ) -> None:
     """Generate data, evaluate the base model, LoRA fine-tune, evaluate again, compare."""
+    from cotune.outputs import OutputError
     from cotune.quickstart import quickstart as run
     from cotune.train.checkpoint import CheckpointError
     from cotune.train.sft import TrainError
 
     try:
         run(out, config=config, overrides=set_, force=force, n_test=n_test, few_shot=few_shot)
+    except OutputError as e:  # --out refused before anything ran
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
     except (ConfigError, ValueError, OSError, TrainError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
 from cotune.config import ConfigError, RunConfig, load_config
+from cotune.outputs import check_output, set_aside
 
 
 def _read_jsonl(path: str) -> list[dict]:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a data file")
     if not p.is_file():
         raise ConfigError(f"{p}: data file not found")
     out = []
+    data = p.read_bytes()
     try:
-        text = p.read_text(encoding="utf-8")
+        text = data.decode("utf-8-sig")  # skip a BOM
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte {e.start})") from None
     for i, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -92,7 +98,12 @@ def rl(
 
     try:
         cfg = load_config(config, set_)
-        grpo.copy_tree_fresh(out, force, resume)
+        data_files = [src.path for src in cfg.data.train] + [cfg.data.val]
+        check_output(
+            out, "dir", force=force or resume, in_place=resume,
+            inputs=[config, init if Path(init).exists() else None, *data_files],
+            exists_hint="use --resume to continue it or --force to start over",
+        )  # fmt: skip
         train, held = load_rl_records(cfg)
         console.print(f"loading [bold]{init}[/] ...")
         model = grpo.resolve_init(init)
@@ -109,12 +120,18 @@ def rl(
     from cotune.train.checkpoint import CheckpointError
     from cotune.train.sft import TrainError
 
+    # --force keeps the old run folder (moved to a hidden sibling) until the new run has
+    # finished, so a failed or killed run never costs the previous one.
+    old = None
     try:
-        res = grpo.train_grpo(
-            model, cfg, train_ex, held_ex, out, resume=resume, init=init, console=console
-        )
+        with set_aside(out) if force and not resume else nullcontext() as old:
+            res = grpo.train_grpo(
+                model, cfg, train_ex, held_ex, out, resume=resume, init=init, console=console
+            )
     except (TrainError, CheckpointError, OSError) as e:
         console.print(f"[red]cotune rl: {e}[/]")
+        if old is not None:
+            console.print(f"the previous run folder is kept, unchanged, as {old}")
         raise typer.Exit(1) from None
     steps, evals = res.history.steps, res.history.evals
     msg = f"[green]done[/]: {out}"

@@ -4,8 +4,9 @@
 * ``prompt-completion``: ``{"prompt", "completion"}``; the completion is parsed leniently
   with :func:`cotune.format.parse_completion` (tags, plain, ``####``, "the answer is").
 * ``messages``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``.
-* ``csv``: a header with ``question`` and ``answer`` columns; answer-only records (empty
-  reasoning) for evaluation.
+* ``csv``: a header with ``question`` and ``answer`` columns (plus optional ``id``, ``task``,
+  ``reasoning``, ``source``, ``difficulty``); answer-only records (empty reasoning) for
+  evaluation.
 * ``jsonl``: canonical records.
 
 Each importer yields ``(line, Record | DataError, raw)`` and never raises for bad content,
@@ -22,7 +23,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cotune.data.records import DataError, Record, Reject, iter_json_lines, iter_jsonl
+from cotune.data.records import (
+    DataError,
+    Record,
+    Reject,
+    check_input_file,
+    iter_json_lines,
+    iter_jsonl,
+)
 from cotune.format import parse_completion, parse_number
 
 Item = tuple[int, Record | DataError, str]
@@ -155,17 +163,33 @@ def iter_messages(path: str | Path) -> Iterator[Item]:
 
 _Q_COLS = ("question", "problem", "input", "prompt")
 _A_COLS = ("answer", "target", "output", "solution")
+# Columns that map onto record fields of the same name; any other column is named in a
+# warning, since a record has no place to keep it.
+_FIELD_COLS = ("id", "task", "reasoning", "source", "difficulty")
 
 
-def iter_csv(path: str | Path) -> Iterator[Item]:
-    """Answer-only records from a CSV with a header (question/answer or common aliases)."""
+def _difficulty_cell(text: str) -> int | None:
+    if not text:
+        return None
+    if text.isdigit() and 1 <= int(text) <= 3:
+        return int(text)
+    raise DataError(f"column 'difficulty': expected an integer 1-3 or empty, got {text[:20]!r}")
+
+
+def iter_csv(path: str | Path, warnings: list[str] | None = None) -> Iterator[Item]:
+    """Answer-only records from a CSV with a header (question/answer or common aliases).
+
+    ``id``, ``task``, ``reasoning``, ``source`` and ``difficulty`` columns fill those record
+    fields (an empty cell keeps the default). Other columns cannot be kept; they are named
+    in ``warnings`` (if given) so they are never dropped unnoticed. Ids must be unique.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise DataError("file not found", str(p))
+    check_input_file(p)
+    data = p.read_bytes()
     try:
-        text = p.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = p.read_bytes()[: e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         yield line, DataError(f"not UTF-8 text (byte {e.start})", str(p), line), ""
         return
     reader = csv.reader(io.StringIO(text.replace("\0", ""), newline=""))
@@ -187,6 +211,15 @@ def iter_csv(path: str | Path) -> Iterator[Item]:
             msg = f"expected a header with 'question' and 'answer' columns, got {header[:6]}"
             yield 1, DataError(msg, str(p), 1), ",".join(header)
             return
+        fields = {c: cols.index(c) for c in _FIELD_COLS if c in cols}
+        used = {qi, ai, *fields.values()}
+        unused = [header[k].strip() or f"#{k + 1}" for k in range(len(header)) if k not in used]
+        if unused and warnings is not None:
+            warnings.append(
+                f"{p}: column(s) {', '.join(repr(c) for c in unused)} not imported "
+                "(records keep only id, task, question, reasoning, answer, source, difficulty)"
+            )
+        seen: dict[str, int] = {}
         start = reader.line_num + 1
         for row in reader:
             i, raw = start, ",".join(row)
@@ -200,15 +233,33 @@ def iter_csv(path: str | Path) -> Iterator[Item]:
                     raw,
                 )
                 continue
+            cell = {c: (row[k].strip() if k < len(row) else "") for c, k in fields.items()}
             q, a = row[qi].strip(), row[ai].strip()
             try:
                 if not q:
                     raise DataError("column 'question': expected non-empty text")
                 answer = _answer(a, "column 'answer'")
+                difficulty = _difficulty_cell(cell.get("difficulty", ""))
+                rid = cell.get("id") or f"{p.stem}-{i}"
+                if rid in seen:
+                    raise DataError(
+                        f"column 'id': duplicate id {rid!r} (first on line {seen[rid]}); "
+                        "expected unique ids"
+                    )
             except DataError as e:
                 yield i, DataError(e.message, str(p), i), raw
                 continue
-            yield i, Record(f"{p.stem}-{i}", "imported", q, "", answer, p.stem, None), raw
+            seen[rid] = i
+            rec = Record(
+                rid,
+                cell.get("task") or "imported",
+                q,
+                cell.get("reasoning", ""),
+                answer,
+                cell.get("source") or p.stem,
+                difficulty,
+            )
+            yield i, rec, raw
     except csv.Error as e:
         yield reader.line_num, DataError(f"malformed CSV ({e})", str(p), reader.line_num), ""
 
@@ -223,16 +274,23 @@ IMPORTERS: dict[str, Callable[[str | Path], Iterator[Item]]] = {
 
 
 def import_file(
-    kind: str, path: str | Path, *, skip_invalid: bool = False, rejects: list[Reject] | None = None
+    kind: str,
+    path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    rejects: list[Reject] | None = None,
+    warnings: list[str] | None = None,
 ) -> list[Record]:
     """Read ``path`` as ``kind`` (one of :data:`IMPORTERS`). Strict by default: raises
     DataError (``file:line: ...``) at the first bad line; with ``skip_invalid`` bad lines
-    go to ``rejects`` instead."""
+    go to ``rejects`` instead. Input that is read but not kept (a CSV's extra columns) is
+    described in ``warnings``."""
     kind = kind.replace("_", "-")
     if kind not in IMPORTERS:
         raise DataError(f"unknown import kind {kind!r}; expected one of {', '.join(IMPORTERS)}")
+    items = iter_csv(path, warnings) if kind == "csv" else IMPORTERS[kind](path)
     out: list[Record] = []
-    for i, item, raw in IMPORTERS[kind](path):
+    for i, item, raw in items:
         if isinstance(item, Record):
             out.append(item)
         elif not skip_invalid:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cotune.format import format_number, parse_number
+from cotune.outputs import atomic_open
 
 FIELDS: tuple[str, ...] = ("id", "task", "question", "reasoning", "answer", "source", "difficulty")
 REQUIRED: tuple[str, ...] = ("question", "reasoning", "answer")
@@ -132,19 +133,27 @@ def record_from_dict(d: Any, *, default_id: str = "", default_source: str = "") 
     return Record(rid or default_id, task, question, reasoning, answer, source, diff)
 
 
+def check_input_file(path: Path) -> None:
+    """DataError unless ``path`` is a file that can be read (a folder is named as such)."""
+    if path.is_dir():
+        raise DataError("is a directory, expected a file", str(path))
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+
+
 def iter_json_lines(path: str | Path) -> Iterator[tuple[int, Any, str]]:
     """Yield ``(line_number, JSON value or DataError, raw line)`` for each non-blank line.
 
     The one place that turns a JSONL file into values: undecodable bytes, malformed JSON,
     lone surrogates, huge integers and deep nesting become a DataError for that line (the
-    line is cut to 2,000 characters then). Raises only for a missing file."""
+    line is cut to 2,000 characters then). A UTF-8 byte order mark (Windows editors write
+    one) is skipped. Raises only for a missing file or a folder."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError("file not found", str(p))
+    check_input_file(p)
     with p.open("rb") as f:
         for i, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 err = DataError(f"not UTF-8 text (byte {e.start})", str(p), i)
                 yield i, err, raw.decode("utf-8", "replace")[:2000]
@@ -200,14 +209,18 @@ def read_jsonl(
     return out
 
 
+def jsonl_line(r: Record) -> str:
+    """One record as a JSONL line (UTF-8 text, not ASCII-escaped)."""
+    return json.dumps(r.to_dict(), ensure_ascii=False) + "\n"
+
+
 def write_jsonl(path: str | Path, records: list[Record] | Iterator[Record]) -> int:
-    """Write records, one JSON object per line (UTF-8, not ASCII-escaped). Returns count."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    """Write records, one JSON object per line, atomically (an interrupted write leaves
+    the previous file). Returns the count."""
     n = 0
-    with p.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for r in records:
-            f.write(json.dumps(r.to_dict(), ensure_ascii=False) + "\n")
+            f.write(jsonl_line(r))
             n += 1
     return n
 
@@ -220,8 +233,7 @@ def rejects_path(out: str | Path) -> Path:
 def write_rejects(out: str | Path, rejects: list[Reject]) -> Path:
     """Write the rejects sidecar for ``out`` (always, even if empty, so runs are comparable)."""
     p = rejects_path(out)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with p.open("w", encoding="utf-8") as f:
+    with atomic_open(p) as f:
         for r in rejects:
             f.write(json.dumps(r.to_dict(), ensure_ascii=False, default=str) + "\n")
     return p

@@ -11,6 +11,7 @@ file, the line and what was expected, so a user never sees a traceback for bad i
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,7 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # skip a BOM
             except UnicodeDecodeError as e:
                 raise EvalInputError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
             if not line.strip():
@@ -130,16 +131,20 @@ def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
 
 
 def _read_csv(path: Path) -> list[tuple[int, Any]]:
+    data = path.read_bytes()
     try:
-        return _read_csv_text(path)
+        text = data.decode("utf-8-sig")  # skip a BOM
     except UnicodeDecodeError as e:
-        raise EvalInputError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise EvalInputError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return _read_csv_text(path, text)
     except csv.Error as e:
         raise EvalInputError(f"{path}: malformed CSV ({e})") from None
 
 
-def _read_csv_text(path: Path) -> list[tuple[int, Any]]:
-    with path.open(encoding="utf-8", newline="") as f:
+def _read_csv_text(path: Path, text: str) -> list[tuple[int, Any]]:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames:
             raise EvalInputError(f"{path}:1: empty CSV; expected a header with question,answer")
@@ -161,6 +166,8 @@ def _read_csv_text(path: Path) -> list[tuple[int, Any]]:
 
 
 def _rows(path: Path) -> list[tuple[int, Any]]:
+    if path.is_dir():
+        raise EvalInputError(f"{path}: is a directory, expected a file")
     if not path.is_file():
         raise EvalInputError(f"{path}: file not found")
     suffix = path.suffix.lower()

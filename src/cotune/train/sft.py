@@ -373,7 +373,9 @@ def train(
     examples, stats = tokenize(cfg, tok, train_records)
     if not examples:
         raise TrainError(
-            f"all {stats.n_records} training examples are longer than format.max_seq_len="
+            "no training data: 0 records; expected at least one record from data.train"
+            if not stats.n_records
+            else f"all {stats.n_records} training examples are longer than format.max_seq_len="
             f"{cfg.format.max_seq_len}; raise it or set format.overlong=truncate_reasoning"
         )
     plan = plan_for(cfg, examples)
@@ -603,7 +605,9 @@ def dry_run(cfg: RunConfig, tokenizer: Any, train_records: Sequence[Record]) -> 
     examples, stats = tokenize(cfg, tokenizer, train_records)
     if not examples:
         raise TrainError(
-            f"all {stats.n_records} training examples exceed format.max_seq_len="
+            "no training data: 0 records; expected at least one record from data.train"
+            if not stats.n_records
+            else f"all {stats.n_records} training examples exceed format.max_seq_len="
             f"{cfg.format.max_seq_len}"
         )
     return DryRun(stats, plan_for(cfg, examples), examples)
