@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -107,7 +108,10 @@ def test_compare_mode(tmp_path, files):
     assert any("samples differs" in w for w in c["warnings"])
     assert (tmp_path / "cmp" / "compare.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "| accuracy (strict) | 0.0% | 80.0% | +80.0 pts |" in md
+    cell = r"\[\d+\.\d, \d+\.\d\] \(n=\d+\)"  # the 95% interval and its n
+    assert re.search(
+        rf"\| accuracy \(strict\) \| 0\.0% {cell} \| 80\.0% {cell} \| \+80\.0 pts \|", md
+    )
     # without --out it only prints
     res = run("--compare", tmp_path / "A", tmp_path / "B")
     assert res.exit_code == 0 and "format (strict)" in res.output

@@ -51,6 +51,8 @@ class DataCfg(_Strict):
     val_size_for_accuracy: int = Field(32, ge=0)
     seed: int = 0
     difficulty: list[int] | None = None
+    # Levels of the quickstart's generated test sets; None = the training `difficulty`.
+    test_difficulty: list[int] | None = None
 
 
 class FormatCfg(_Strict):

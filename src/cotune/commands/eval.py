@@ -54,17 +54,17 @@ def _load_tokenizer(spec: str):
 
 
 def _summary(report_dict: dict[str, Any], console: Console) -> None:
-    from cotune.eval.report import HEADLINE, fmt, metric_at
+    from cotune.eval.report import HEADLINE, fmt_metric, metric_at
 
     m = report_dict["metrics"]
     table = Table(title=f"{m['n_examples']} examples, {m['n_completions']} completions")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value [95% CI] (n)", justify="right")
     for label, path, share in HEADLINE:
         v = metric_at(m, path)
         if v is None and path[0] in ("majority_accuracy", "any_correct"):
             continue
-        table.add_row(label, fmt(v, pct=share))
+        table.add_row(label, fmt_metric(m, path, share))
     console.print(table)
 
 

@@ -19,7 +19,16 @@ def quickstart(
         False, "--force", help="replace an existing run folder (once the new run has finished)"
     ),
     n_test: int = typer.Option(
-        64, "--n-test", min=1, help="held-out questions evaluated before and after"
+        256, "--n-test", min=1, help="held-out questions the fine-tuned model is scored on"
+    ),
+    n_test_heldout: int = typer.Option(
+        128,
+        "--n-test-heldout",
+        min=0,
+        help="more held-out questions, in phrasings never trained on (0 = none)",
+    ),
+    n_base: int = typer.Option(
+        64, "--n-base", min=1, help="of the --n-test questions, how many the base model answers"
     ),
     few_shot: int = typer.Option(
         0, "--few-shot", min=0, help="worked examples shown to the base model"
@@ -32,7 +41,16 @@ def quickstart(
     from cotune.train.sft import TrainError
 
     try:
-        run(out, config=config, overrides=set_, force=force, n_test=n_test, few_shot=few_shot)
+        run(
+            out,
+            config=config,
+            overrides=set_,
+            force=force,
+            n_test=n_test,
+            n_test_heldout=n_test_heldout,
+            n_base=n_base,
+            few_shot=few_shot,
+        )
     except OutputError as e:  # --out refused before anything ran
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

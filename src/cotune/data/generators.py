@@ -20,6 +20,7 @@ from itertools import count, islice
 from cotune.data import tasks_arith as ta
 from cotune.data import tasks_words as tw
 from cotune.data.clean import answer_consistent, question_key
+from cotune.data.phrasing import check_split, template_split
 from cotune.data.records import Record
 from cotune.format import format_number, parse_number
 from cotune.verify import find_claims
@@ -124,10 +125,14 @@ def iter_generate(
     seed: int = 0,
     difficulty: int | Sequence[int] | None = None,
     unique: bool = False,
+    templates: str = "all",
 ) -> Iterator[Record]:
     """An endless, deterministic stream of verified records (task and difficulty drawn
-    uniformly). ``unique`` skips questions already emitted by this stream."""
+    uniformly). ``unique`` skips questions already emitted by this stream. ``templates``
+    picks the question phrasings: ``"train"``, ``"heldout"`` (never used for training) or
+    ``"all"`` (see :mod:`cotune.data.phrasing`)."""
     names, ds = resolve_tasks(tasks), _difficulties(difficulty)
+    check_split(templates)
     fns = [TASKS[n] for n in names]
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -135,7 +140,8 @@ def iter_generate(
     for i in count():
         k = rng.randrange(len(names))
         d = ds[rng.randrange(len(ds))]
-        p = fns[k](rng, d)
+        with template_split(templates):
+            p = fns[k](rng, d)
         answer = verify_problem(names[k], p)
         if unique:
             key = question_key(p.question)
@@ -160,8 +166,12 @@ def generate(
     seed: int = 0,
     difficulty: int | Sequence[int] | None = None,
     unique: bool = True,
+    templates: str = "all",
 ) -> list[Record]:
     """The first ``n`` records of :func:`iter_generate` (distinct questions by default)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    return list(islice(iter_generate(tasks, seed=seed, difficulty=difficulty, unique=unique), n))
+    stream = iter_generate(
+        tasks, seed=seed, difficulty=difficulty, unique=unique, templates=templates
+    )
+    return list(islice(stream, n))

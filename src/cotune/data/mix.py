@@ -42,12 +42,14 @@ def mix(
     seed: int = 0,
     difficulty: int | Sequence[int] | None = None,
     kind: str = "jsonl",
+    templates: str = "all",
 ) -> list[Record]:
     """Records from each source in proportion to its weight, shuffled together.
 
     Files are sampled without replacement (repeated in shuffled passes only if a source is
     asked for more records than it has); generator ``i`` uses seed ``seed * 1000 + i`` so
-    sources never share a stream. Same arguments -> same list.
+    sources never share a stream; ``templates`` is the generators' question-phrasing split
+    (:mod:`cotune.data.phrasing`). Same arguments -> same list.
     """
     if not sources:
         raise ValueError("mix needs at least one source")
@@ -58,7 +60,11 @@ def mix(
             continue
         if src.generator is not None:
             stream = iter_generate(
-                src.generator, seed=seed * 1000 + i, difficulty=difficulty, unique=True
+                src.generator,
+                seed=seed * 1000 + i,
+                difficulty=difficulty,
+                unique=True,
+                templates=templates,
             )
             out += islice(stream, k)
             continue

@@ -13,6 +13,7 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
+from cotune.data.phrasing import ITEMS, NAMES, HeldOut, phrase, spell
 from cotune.format import format_number as fmt
 from cotune.verify import evaluate
 
@@ -34,6 +35,19 @@ def _digits(rng: random.Random, n: int) -> int:
     return rng.randint(10 ** (n - 1), 10**n - 1)
 
 
+def _ask(rng: random.Random, templates: tuple[str, ...], **nums: int) -> str:
+    """A question from one of ``templates`` (see :func:`cotune.data.phrasing.phrase`).
+
+    Templates may use the numbers as digits (``{a}``) or in words (``{wa}``, digits above
+    99), and a ``{name}``, an item (``{one}``/``{many}``) and an ``{age}`` that the answer
+    does not depend on, so stories can carry an irrelevant number.
+    """
+    t = phrase(rng, templates)
+    name, (one, many), age = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(7, 15)
+    spelled = {f"w{k}": spell(v) if 0 <= v <= 99 else str(v) for k, v in nums.items()}
+    return t.format(**nums, **spelled, name=name, one=one, many=many, age=age)
+
+
 def _split(x: int, units: tuple[int, ...]) -> list[int]:
     """Place-value parts of ``x`` at the given units, e.g. 347 at (100, 10, 1) -> [300, 40, 7]."""
     parts = []
@@ -52,7 +66,18 @@ _ADD_Q = (
     "Find the sum of {a} and {b}.",
     "What do you get when you add {b} to {a}?",
     "{a} + {b} = ?",
+    "{name} has {a} {many} and gets {b} more. How many {many} does {name} have now?",
+    "{name}, who is {age}, has {a} {many} and is given {b} more. How many {many} is that in all?",
+    "A bus has {a} people on it. At the next stop {b} more get on and nobody gets off. "
+    "How many people are on the bus now?",
+    HeldOut("Increase {a} by {b}. What number do you get?"),
+    HeldOut(
+        "A farm with {age} workers picks {a} kg of apples in the morning and {b} kg in the "
+        "afternoon. How many kg does it pick that day?"
+    ),
+    HeldOut("What number is {b} more than {a}?"),
 )
+_ADD_WORDS = ("What is {wa} plus {wb}?", HeldOut("Put {wa} and {wb} together. What total is that?"))
 _SUB_Q = (
     "What is {a} - {b}?",
     "Compute {a} - {b}.",
@@ -60,6 +85,19 @@ _SUB_Q = (
     "What is {b} less than {a}?",
     "Find the difference {a} - {b}.",
     "{a} - {b} = ?",
+    HeldOut("What is {a} minus {b}?"),
+    HeldOut("Start at {a} and count back {b}. Where do you end up?"),
+)
+_SUB_STORY = (  # only when the result is positive
+    "{name} has {a} {many} and gives {b} away. How many {many} are left?",
+    "{name}, who is {age}, had {a} {many} and lost {b} of them. How many does {name} have now?",
+    "A shelf holds {a} books. {b} are taken off it. How many books remain on the shelf?",
+    "Subtract {wb} from {wa}.",
+    HeldOut(
+        "A tank holds {a} litres of water and {b} litres leak out. How many litres are still "
+        "in the tank?"
+    ),
+    HeldOut("How much larger is {a} than {b}?"),
 )
 
 
@@ -82,7 +120,7 @@ def add(rng: random.Random, d: int) -> Problem:
         a, b, units = _digits(rng, 3), _digits(rng, 3), (100, 10, 1)
     else:
         a, b, units = _digits(rng, 4), _digits(rng, rng.choice((3, 4))), (100, 1)
-    q = rng.choice(_ADD_Q).format(a=a, b=b)
+    q = _ask(rng, _ADD_Q + (_ADD_WORDS if a < 100 and b < 100 else ()), a=a, b=b)
     r = f"{a} + {b}: " + claims(*_place_add(a, b, units))
     return Problem(q, r, Fraction(a + b), Fraction(a) + Fraction(b))
 
@@ -104,7 +142,7 @@ def sub(rng: random.Random, d: int) -> Problem:
         a, b = b, a
     if a == b:
         b -= 1
-    q = rng.choice(_SUB_Q).format(a=a, b=b)
+    q = _ask(rng, _SUB_Q + (_SUB_STORY if a > b else ()), a=a, b=b)
     if a >= b:
         r = f"{a} - {b}: " + claims(*_place_sub(a, b, _units_for(b, units)))
     else:  # negative result: subtract the other way round, then flip the sign
@@ -126,6 +164,15 @@ _MUL_Q = (
     "What is {a} times {b}?",
     "Find the product of {a} and {b}.",
     "{a} * {b} = ?",
+    "Multiply {a} by {wb}.",
+    HeldOut("What is {a} multiplied by {b}?"),
+    HeldOut("{b} copies of {a} are added together. What is the total?"),
+)
+_MUL_STORY = (  # only for a positive product
+    "{name} buys {b} boxes with {a} {many} in each. How many {many} is that?",
+    "A hall has {a} rows with {b} seats in each row. How many seats are there?",
+    "{name}, who is {age}, saves {b} coins every day for {a} days. How many coins is that?",
+    HeldOut("A baker fills {b} trays and puts {a} rolls on each tray. How many rolls are baked?"),
 )
 
 
@@ -153,7 +200,7 @@ def mul(rng: random.Random, d: int) -> Problem:
         a, b = _digits(rng, 3), _digits(rng, 2)
     neg = d == 3 and rng.random() < 0.25
     sa = -a if neg else a
-    q = rng.choice(_MUL_Q).format(a=sa, b=b)
+    q = _ask(rng, _MUL_Q + (() if neg else _MUL_STORY), a=sa, b=b)
     steps = _partial_products(a, b)
     if neg:
         steps.append(f"so {sa} * {b} = {sa * b}")
@@ -170,6 +217,18 @@ _DIV_Q = (
     "What is {a} divided by {b}?",
     "How many times does {b} go into {a}?",
     "{a} / {b} = ?",
+    "Divide {a} by {wb}.",
+    "{a} {many} are shared equally among {b} friends. How many does each friend get?",
+    "{name}, who is {age}, packs {a} eggs into boxes of {b}. How many boxes are filled?",
+    "A rope {a} cm long is cut into {b} equal pieces. How long is each piece in cm?",
+    HeldOut("{a} is split into {b} equal parts. How big is each part?"),
+    HeldOut(
+        "A school orders {a} chairs for {b} classrooms, the same number for each. How many "
+        "chairs does each classroom get?"
+    ),
+    HeldOut(
+        "{a} sweets are put into {wb} jars, the same number in every jar. How many go in each?"
+    ),
 )
 _REM_Q = (
     "What is the remainder when {a} is divided by {b}?",
@@ -179,6 +238,16 @@ _REM_Q = (
     "How many sweets are left over?",
     "{a} eggs are packed into boxes of {b}. How many eggs are left after filling as many "
     "full boxes as possible?",
+    "Divide {a} by {wb}. What is the remainder?",
+    "{name}, who is {age}, shares {a} pencils equally among {b} friends, each getting as many as "
+    "possible. How many pencils does {name} have left?",
+    "{a} people wait for a ride. Each car takes exactly {b}. After as many cars as possible are "
+    "filled, how many people are still waiting?",
+    HeldOut("What is left over when {a} is split into as many groups of {b} as possible?"),
+    HeldOut(
+        "{a} books go onto shelves that hold {b} books each. Every shelf is filled before the "
+        "next is started. How many books are on the last, partly filled shelf?"
+    ),
 )
 
 
@@ -212,7 +281,7 @@ def div(rng: random.Random, d: int) -> Problem:
             else (rng.randint(3, 9), rng.randint(100, 999))
         )
     a = b * q
-    prob = rng.choice(_DIV_Q).format(a=a, b=b)
+    prob = _ask(rng, _DIV_Q, a=a, b=b)
     r = f"{a} / {b}: " + claims(*_long_division(a, b))
     return Problem(prob, r, Fraction(q), Fraction(a) / Fraction(b))
 
@@ -224,7 +293,7 @@ def div_remainder(rng: random.Random, d: int) -> Problem:
     if a % b == 0:
         a += rng.randint(1, b - 1)
     q = a // b
-    prob = rng.choice(_REM_Q).format(a=a, b=b)
+    prob = _ask(rng, _REM_Q, a=a, b=b)
     r = f"{a} / {b}: " + claims(f"{b} * {q} = {b * q}", f"{a} - {b * q} = {a - b * q}")
     exact = Fraction(a, b)
     return Problem(prob, r, Fraction(a - b * q), (exact - exact.__floor__()) * b)
@@ -239,6 +308,8 @@ _EXPR_Q = (
     "Work out {e}.",
     "Find the value of {e}.",
     "{e} = ?",
+    HeldOut("Simplify {e} to a single number."),
+    HeldOut("What number does {e} equal?"),
 )
 _PREC = {"+": 1, "-": 1, "*": 2, "/": 2}
 Node = int | tuple[str, "Node", "Node"]
@@ -300,7 +371,7 @@ def expr(rng: random.Random, d: int) -> Problem:
         check = evaluate(e)
         if check is None:
             continue
-        prob = rng.choice(_EXPR_Q).format(e=e)
+        prob = phrase(rng, _EXPR_Q).format(e=e)
         return Problem(prob, f"{e}: " + claims(*steps), v, check)
 
 
@@ -313,6 +384,8 @@ _EQ_Q = (
     "Find {v} if {eq}.",
     "If {eq}, what is {v}?",
     "What value of {v} makes {eq} true?",
+    HeldOut("Determine {v}, given that {eq}."),
+    HeldOut("Which number must {v} be so that {eq}?"),
 )
 
 
@@ -368,5 +441,5 @@ def linear_eq(rng: random.Random, d: int) -> Problem:
         eq = f"{_term(a, v)} {_plus(b)} = {_term(c, v)} {_plus(e)}"
         steps = [f"{a} - {c} = {a - c}", f"{e} - {b} = {e - b}", f"{e - b} / {a - c} = {s}"]
         check = Fraction(e - b, a - c)
-    prob = rng.choice(_EQ_Q).format(v=v, eq=eq)
+    prob = phrase(rng, _EQ_Q).format(v=v, eq=eq)
     return Problem(prob, claims(*steps, f"so {v} = {s}"), Fraction(s), check)

@@ -10,18 +10,10 @@ from __future__ import annotations
 import random
 from fractions import Fraction as F
 
+from cotune.data.phrasing import ITEMS, NAMES, HeldOut, a_, phrase, spell
 from cotune.data.tasks_arith import Problem
 from cotune.format import format_number as fmt
 
-NAMES = (
-    "Asha", "Ben", "Chen", "Diya", "Elena", "Farid", "Grace", "Hiro", "Ines", "Jamal",
-    "Kavya", "Leo", "Maya", "Noah", "Omar", "Priya", "Ravi", "Sara", "Tom", "Zoe",
-)  # fmt: skip
-ITEMS = (
-    ("pen", "pens"), ("notebook", "notebooks"), ("apple", "apples"), ("ticket", "tickets"),
-    ("book", "books"), ("mango", "mangoes"), ("sticker", "stickers"), ("cup", "cups"),
-    ("marker", "markers"), ("orange", "oranges"),
-)  # fmt: skip
 GOODS = ("shirt", "bag", "lamp", "jacket", "chair", "phone case", "watch", "backpack", "kettle")
 
 
@@ -48,14 +40,21 @@ def percent(rng: random.Random, d: int) -> Problem:
         p = rng.choice((10, 20, 25, 50, 75)) if d == 1 else rng.randrange(5, 100, 5)
         base = rng.randrange(20, 400, 20) if d == 1 else rng.randrange(40, 2000, 20)
         v = F(base * p, 100)
-        q = rng.choice(
+        name, (_, many), staff = rng.choice(NAMES), rng.choice(ITEMS), rng.randint(7, 15)
+        q = phrase(
+            rng,
             (
                 f"What is {p}% of {base}?",
                 f"Find {p}% of {base}.",
                 f"A school has {base} students and {p}% of them walk to school. How many walk?",
                 f"A tank holds {base} litres. How many litres is {p}% of the tank?",
-            )
-        )
+                f"What is {spell(p)} percent of {base}?",
+                f"{name} has {base} {many} and gives away {p}% of them. How many {many} does {name} give away?",
+                f"A library with {staff} staff owns {base} books, and {p}% of them are on loan. How many books are on loan?",
+                HeldOut(f"Out of {base} people asked, {p} in every 100 said yes. How many said yes?"),
+                HeldOut(f"A field of {base} square metres has {p}% of its area planted with corn. How many square metres are planted?"),
+            ),
+        )  # fmt: skip
         return Problem(q, say(f"{base} * {p} / 100 = {fmt(v)}"), v, F(base) * F(p, 100))
     old = rng.randrange(20, 400, 20)  # a multiple of 20 times a multiple of 5: whole change
     p = rng.choice((5, 10, 15, 20, 25, 30, 40, 50))
@@ -64,7 +63,17 @@ def percent(rng: random.Random, d: int) -> Problem:
     ch = abs(new - old)
     pct = F(ch * 100, old)
     word = "increase" if up else "decrease"
-    q = f"A price changes from {old} to {new}. What is the percent {word}?"
+    name, cur = rng.choice(NAMES), _cur(rng)
+    q = phrase(
+        rng,
+        (
+            f"A price changes from {old} to {new}. What is the percent {word}?",
+            f"The number of members went from {old} to {new}. By what percent did it {'go up' if up else 'go down'}?",
+            f"{name}'s rent was {money(old, cur)} and is now {money(new, cur)}. What is the percent {word}?",
+            HeldOut(f"A town had {old} houses; it now has {new}. As a percentage of the old number, how big is the {word}?"),
+            HeldOut(f"Last year a club sold {old} tickets and this year {new}. How many percent {'more' if up else 'fewer'} tickets did it sell this year?"),
+        ),
+    )  # fmt: skip
     steps = [
         f"Change: {max(new, old)} - {min(new, old)} = {ch}",
         f"Percent: {ch} * 100 / {old} = {fmt(pct)}",
@@ -82,18 +91,34 @@ def discount(rng: random.Random, d: int) -> Problem:
         f"Price: {price} - {fmt(off)} = {fmt(price - off)}",
     ]
     if d < 3:
-        q = rng.choice(
+        name, years = rng.choice(NAMES), rng.randint(3, 40)
+        q = phrase(
+            rng,
             (
                 f"A {good} costs {money(price, cur)} and is {p}% off. What is the sale price?",
                 f"A {good} priced at {money(price, cur)} is sold at a {p}% discount. How much does it cost now?",
                 f"{rng.choice(NAMES)} buys a {good} marked {money(price, cur)} with {p}% off. How much does {rng.choice(('she', 'he'))} pay?",
-            )
-        )
+                f"{name} pays for a {good} that is {money(price, cur)} before a {p}% discount. What does {name} pay?",
+                f"A shop that has been open for {years} years takes {p}% off a {good} that costs {money(price, cur)}. What is the new price?",
+                f"A {good} costs {money(price, cur)}. The shop lowers the price by {p}%. What does it cost after the cut?",
+                f"A {good} costs {money(price, cur)} and is reduced by {spell(p)} percent. What is the sale price?",
+                HeldOut(f"During a sale every item is {p}% cheaper. How much is a {good} that normally costs {money(price, cur)}?"),
+                HeldOut(f"{name} has a coupon worth {p}% of the price of a {money(price, cur)} {good}. How much does {name} pay after using it?"),
+            ),
+        )  # fmt: skip
         return Problem(q, say(*steps), price - off, F(price) * (1 - F(p, 100)))
     t = rng.choice((5, 10, 20))
     sale = price - off
     tax = sale * t / 100
-    q = f"A {good} costs {money(price, cur)}. It is {p}% off, then {t}% tax is added to the sale price. What is the final price?"
+    q = phrase(
+        rng,
+        (
+            f"A {good} costs {money(price, cur)}. It is {p}% off, then {t}% tax is added to the sale price. What is the final price?",
+            f"A {good} is priced at {money(price, cur)}. After a {p}% discount, a {t}% tax is charged on the reduced price. How much is paid in total?",
+            HeldOut(f"The tag on a {good} says {money(price, cur)}. The store takes {p}% off, and then {t}% sales tax is added to what is left. What does the buyer pay?"),
+            HeldOut(f"First take {p}% off {money(price, cur)}, then add {t}% of the result. What is the final amount?"),
+        ),
+    )  # fmt: skip
     steps += [
         f"Tax: {fmt(sale)} * {t} / 100 = {fmt(tax)}",
         f"Total: {fmt(sale)} + {fmt(tax)} = {fmt(sale + tax)}",
@@ -106,13 +131,20 @@ def markup(rng: random.Random, d: int) -> Problem:
     cost = rng.randrange(20, 400, 20) if d == 1 else rng.randrange(40, 3000, 20)
     p = rng.choice((10, 20, 25, 50)) if d == 1 else rng.randrange(5, 100, 5)
     up = F(cost * p, 100)
-    q = rng.choice(
+    name, staff = rng.choice(NAMES), rng.randint(2, 30)
+    q = phrase(
+        rng,
         (
             f"A shop buys a {good} for {money(cost, cur)} and marks it up by {p}%. What is the selling price?",
             f"A trader adds a {p}% markup to a {good} that cost {money(cost, cur)}. What does it sell for?",
             f"The cost price of a {good} is {money(cost, cur)}. It is sold at a {p}% profit. What is the selling price?",
-        )
-    )
+            f"A {good} costs a shop {money(cost, cur)}. The shop sells it for {p}% more than that. What is the selling price?",
+            f"{name}, who runs a shop with {staff} staff, buys a {good} for {money(cost, cur)} and adds {p}% to the price. What does the {good} sell for?",
+            f"The price of a {good} was {money(cost, cur)} and rises by {spell(p)} percent. What is the new price?",
+            HeldOut(f"A {good} bought for {money(cost, cur)} is resold to earn {p}% on top of what was paid. At what price is it resold?"),
+            HeldOut(f"Making a {good} costs {money(cost, cur)}, and the maker wants to earn {p}% over that cost. What price should it be sold at?"),
+        ),
+    )  # fmt: skip
     steps = [
         f"Markup: {cost} * {p} / 100 = {fmt(up)}",
         f"Price: {cost} + {fmt(up)} = {fmt(cost + up)}",
@@ -129,15 +161,30 @@ def reverse_price(rng: random.Random, d: int) -> Problem:
     pct = 100 - p if down else 100 + p
     now = F(orig * pct, 100)
     if down:
-        q = rng.choice(
+        name = rng.choice(NAMES)
+        q = phrase(
+            rng,
             (
                 f"A {good} sells for {money(now, cur)} after a {p}% discount. What was the original price?",
                 f"After {p}% off, a {good} costs {money(now, cur)}. What was its price before the discount?",
-            )
-        )
+                f"{name} paid {money(now, cur)} for a {good} in a {p}%-off sale. What was the price before the sale?",
+                f"A {good} costs {money(now, cur)} once {p}% is taken off. What did it cost at first?",
+                f"A {good} now sells for {money(now, cur)}, which is {spell(p)} percent less than before. What was the old price?",
+                HeldOut(f"After the price of a {good} dropped by {p}%, it is {money(now, cur)}. How much was it before the drop?"),
+                HeldOut(f"{name} got {p}% knocked off a {good} and handed over {money(now, cur)}. What was the full price?"),
+            ),
+        )  # fmt: skip
         first = f"100 - {p} = {pct}"
     else:
-        q = f"After a {p}% markup, a {good} sells for {money(now, cur)}. What did it cost the shop?"
+        q = phrase(
+            rng,
+            (
+                f"After a {p}% markup, a {good} sells for {money(now, cur)}. What did it cost the shop?",
+                f"A shop adds {p}% to what it pays and sells a {good} for {money(now, cur)}. What did the shop pay?",
+                HeldOut(f"A {good} sells for {money(now, cur)}, which includes a {p}% markup on the cost. What is the cost?"),
+                HeldOut(f"The price of a {good} went up by {p}% to {money(now, cur)}. What was the price before the rise?"),
+            ),
+        )  # fmt: skip
         first = f"100 + {p} = {pct}"
     one = now / pct
     steps = [first, f"{fmt(now)} / {pct} = {fmt(one)}", f"{fmt(one)} * 100 = {fmt(one * 100)}"]
@@ -154,13 +201,20 @@ def unit_rate(rng: random.Random, d: int) -> Problem:
     k = rng.randint(2, 9) if d == 1 else rng.randint(3, 20)
     m = rng.choice([i for i in range(2, 25) if i != k])
     total = unit * k
-    q = rng.choice(
+    name, age = rng.choice(NAMES), rng.randint(7, 15)
+    q = phrase(
+        rng,
         (
             f"{k} {many} cost {money(total, cur)}. How much do {m} {many} cost?",
             f"If {k} {many} cost {money(total, cur)}, what is the price of {m} {many}?",
             f"{rng.choice(NAMES)} paid {money(total, cur)} for {k} {many}. At the same price, how much would {m} {many} cost?",
-        )
-    )
+            f"At the market, {k} {many} sell for {money(total, cur)}. What do {m} {many} cost?",
+            f"{name}, who is {age}, buys {k} {many} for {money(total, cur)}. What would {m} {many} cost at the same price each?",
+            f"The price of {spell(k)} {many} is {money(total, cur)}. How much would {m} {many} cost?",
+            HeldOut(f"Every {one} costs the same. If a bag of {k} {many} is {money(total, cur)}, how much are {m} {many}?"),
+            HeldOut(f"{money(total, cur)} buys {k} {many}. How much money buys {m} {many}?"),
+        ),
+    )  # fmt: skip
     steps = [
         f"One {one}: {fmt(total)} / {k} = {fmt(unit)}",
         f"{m} {many}: {fmt(unit)} * {m} = {fmt(unit * m)}",
@@ -176,12 +230,19 @@ def ratio(rng: random.Random, d: int) -> Problem:
         total = (a + b) * unit
         who, part = (n1, a) if rng.random() < 0.5 else (n2, b)
         cur = _cur(rng)
-        q = rng.choice(
+        age = rng.randint(7, 15)
+        q = phrase(
+            rng,
             (
                 f"{n1} and {n2} share {money(total, cur)} in the ratio {a}:{b}. How much does {who} get?",
                 f"{money(total, cur)} is split between {n1} and {n2} in the ratio {a}:{b}. What is {who}'s share?",
-            )
-        )
+                f"{n1} and {n2} split {money(total, cur)} so that for every {a} that {n1} gets, {n2} gets {b}. How much does {who} get?",
+                f"{money(total, cur)} is divided between {n1} and {n2}, {a}:{b}. How much goes to {who}?",
+                f"{n1}, aged {age}, and {n2} share {money(total, cur)} in the ratio {a}:{b}. What is {who}'s share?",
+                HeldOut(f"A prize of {money(total, cur)} goes to {n1} and {n2} in proportion {a} to {b}. What does {who} receive?"),
+                HeldOut(f"{n1} and {n2} put money into a stall in the ratio {a}:{b}, and it earns {money(total, cur)}, divided the same way. How much is {who}'s part?"),
+            ),
+        )  # fmt: skip
         steps = [
             f"Parts: {a} + {b} = {a + b}",
             f"One part: {total} / {a + b} = {unit}",
@@ -190,7 +251,16 @@ def ratio(rng: random.Random, d: int) -> Problem:
         return Problem(q, say(*steps), F(unit * part), F(total) * part / (a + b))
     unit = rng.randint(2, 15)
     boys = a * unit
-    q = f"The ratio of boys to girls in a club is {a}:{b}. There are {boys} boys. How many girls are there?"
+    q = phrase(
+        rng,
+        (
+            f"The ratio of boys to girls in a club is {a}:{b}. There are {boys} boys. How many girls are there?",
+            f"In a class the ratio of boys to girls is {a}:{b}. If there are {boys} boys, how many girls are in the class?",
+            f"A club has boys and girls in the ratio {a} to {b}. It has {boys} boys. How many girls does it have?",
+            HeldOut(f"Boys and girls in a choir are in the proportion {a} : {b}, and {boys} boys sing in it. How many girls sing in it?"),
+            HeldOut(f"A school bus carries {boys} boys, and the boys and girls on it are in the ratio {a}:{b}. How many girls does it carry?"),
+        ),
+    )  # fmt: skip
     steps = [f"One part: {boys} / {a} = {unit}", f"Girls: {unit} * {b} = {unit * b}"]
     return Problem(q, say(*steps), F(unit * b), F(boys) * b / a)
 
@@ -200,24 +270,69 @@ def speed(rng: random.Random, d: int) -> Problem:
     if d == 1:
         t = rng.randint(2, 6)
         if rng.random() < 0.5:
-            q = f"A car travels at {v} km/h for {t} hours. How far does it go in km?"
+            q = phrase(
+                rng,
+                (
+                    f"A car travels at {v} km/h for {t} hours. How far does it go in km?",
+                    f"How many km does a train going {v} km/h cover in {t} hours?",
+                    f"{rng.choice(NAMES)} drives for {spell(t)} hours at {v} km/h. How many km is that?",
+                    HeldOut(f"A truck keeps a steady {v} km/h from 1 pm to {1 + t} pm. What distance in km does it cover?"),
+                    HeldOut(f"A boat moves at {v} km/h. After {t} hours, how many km has it gone?"),
+                ),
+            )  # fmt: skip
             return Problem(q, say(f"Distance: {v} * {t} = {v * t}"), F(v * t), F(v) * t)
-        q = f"A train covers {v * t} km in {t} hours. What is its average speed in km/h?"
+        q = phrase(
+            rng,
+            (
+                f"A train covers {v * t} km in {t} hours. What is its average speed in km/h?",
+                f"A car goes {v * t} km in {t} hours at a steady speed. How fast is it going in km/h?",
+                f"{rng.choice(NAMES)} rides a motorbike {v * t} km in {spell(t)} hours. What is the average speed in km/h?",
+                HeldOut(f"In {t} hours a bus travels {v * t} km. How many km does it travel each hour on average?"),
+                HeldOut(f"What steady speed in km/h gets you {v * t} km in {t} hours?"),
+            ),
+        )  # fmt: skip
         return Problem(q, say(f"Speed: {v * t} / {t} = {v}"), F(v), F(v * t, t))
     if d == 2:
         mins = rng.choice((15, 30, 45, 90, 120, 150))
         h = F(mins, 60)
         if rng.random() < 0.5:
-            q = f"A cyclist rides at {v} km/h for {mins} minutes. How many km does she ride?"
+            name, age = rng.choice(NAMES), rng.randint(16, 70)
+            q = phrase(
+                rng,
+                (
+                    f"A cyclist rides at {v} km/h for {mins} minutes. How many km does she ride?",
+                    f"A car drives for {mins} minutes at {v} km/h. How many km does it travel?",
+                    f"{name}, who is {age}, rides a scooter at {v} km/h for {mins} minutes. How far in km does {name} go?",
+                    HeldOut(f"How many km do you cover in {mins} minutes at a steady {v} km/h?"),
+                    HeldOut(f"A train keeps to {v} km/h for {mins} minutes. What distance, in km, does it cover?"),
+                ),
+            )  # fmt: skip
             steps = [f"Hours: {mins} / 60 = {fmt(h)}", f"Distance: {v} * {fmt(h)} = {fmt(v * h)}"]
             return Problem(q, say(*steps), v * h, F(v * mins, 60))
         t = rng.randint(2, 8)
-        q = f"How many hours does it take to drive {v * t} km at {v} km/h?"
+        q = phrase(
+            rng,
+            (
+                f"How many hours does it take to drive {v * t} km at {v} km/h?",
+                f"A bus travels {v * t} km at {v} km/h. How many hours does the trip take?",
+                f"At {v} km/h, how long in hours is a {v * t} km journey?",
+                HeldOut(f"{rng.choice(NAMES)} must cover {v * t} km and drives at {v} km/h the whole way. How many hours will that take?"),
+                HeldOut(f"A ship sails at {v} km/h. How many hours does it need for {v * t} km?"),
+            ),
+        )  # fmt: skip
         return Problem(q, say(f"Time: {v * t} / {v} = {t}"), F(t), F(v * t, v))
     v2 = rng.randrange(20, 120, 5)
     t1, t2 = rng.randint(1, 5), rng.randint(1, 5)
     d1, d2 = v * t1, v2 * t2
-    q = f"A bus goes {d1} km at {v} km/h, then {d2} km at {v2} km/h. How many hours does the trip take?"
+    q = phrase(
+        rng,
+        (
+            f"A bus goes {d1} km at {v} km/h, then {d2} km at {v2} km/h. How many hours does the trip take?",
+            f"{rng.choice(NAMES)} drives {d1} km at {v} km/h and then {d2} km at {v2} km/h. What is the total driving time in hours?",
+            HeldOut(f"A trip has two parts: {d1} km at {v} km/h and {d2} km at {v2} km/h. How long is the whole trip in hours?"),
+            HeldOut(f"A truck covers the first {d1} km of a route at {v} km/h and the last {d2} km at {v2} km/h. How many hours is it on the road?"),
+        ),
+    )  # fmt: skip
     steps = [f"{d1} / {v} = {t1}", f"{d2} / {v2} = {t2}", f"Total: {t1} + {t2} = {t1 + t2}"]
     return Problem(q, say(*steps), F(t1 + t2), F(d1, v) + F(d2, v2))
 
@@ -227,22 +342,47 @@ def change(rng: random.Random, d: int) -> Problem:
     if d == 1:
         p = rng.randint(1, 18)
         paid = rng.choice([x for x in (5, 10, 20, 50) if x > p])
-        q = f"{name} buys a {one} for {money(p, cur)} and pays with {money(paid, cur)}. How much change does {name} get?"
+        age = rng.randint(7, 15)
+        q = phrase(
+            rng,
+            (
+                f"{name} buys {a_(one)} for {money(p, cur)} and pays with {money(paid, cur)}. How much change does {name} get?",
+                f"{name} pays for {a_(one)} costing {money(p, cur)} with a {money(paid, cur)} note. How much money comes back?",
+                f"{a_(one).capitalize()} is {money(p, cur)}. {name} hands over {money(paid, cur)}. What change should {name} receive?",
+                f"{name}, aged {age}, buys {a_(one)} for {money(p, cur)} using {money(paid, cur)}. How much change is due?",
+                HeldOut(f"{name} gives the cashier {money(paid, cur)} for {a_(one)} priced at {money(p, cur)}. How much should the cashier give back?"),
+                HeldOut(f"How much is returned from {money(paid, cur)} after paying {money(p, cur)} for {a_(one)}?"),
+            ),
+        )  # fmt: skip
         return Problem(q, say(f"Change: {paid} - {p} = {paid - p}"), F(paid - p), F(paid) - p)
     if d == 2:
         k, p = rng.randint(2, 9), rng.randint(2, 15)
         paid = rng.choice([x for x in (20, 50, 100, 200) if x > k * p])
-        q = f"{name} buys {k} {many} at {money(p, cur)} each and pays with {money(paid, cur)}. How much change is there?"
+        q = phrase(
+            rng,
+            (
+                f"{name} buys {k} {many} at {money(p, cur)} each and pays with {money(paid, cur)}. How much change is there?",
+                f"{name} gets {k} {many} costing {money(p, cur)} each and hands over {money(paid, cur)}. How much change is due?",
+                f"{name} buys {spell(k)} {many} for {money(p, cur)} apiece and pays {money(paid, cur)}. What change does {name} get?",
+                HeldOut(f"{k} {many} at {money(p, cur)} each are paid for with {money(paid, cur)}. How much money comes back?"),
+                HeldOut(f"{name} has {money(paid, cur)} and buys {k} {many} priced at {money(p, cur)} each. How much money does {name} have left?"),
+            ),
+        )  # fmt: skip
         steps = [f"Cost: {k} * {p} = {k * p}", f"Change: {paid} - {k * p} = {paid - k * p}"]
         return Problem(q, say(*steps), F(paid - k * p), F(paid) - F(k) * p)
     k = rng.randint(2, 5)
     p1, p2 = F(rng.randrange(50, 1000, 25), 100), F(rng.randrange(50, 1000, 25), 100)
     cost = k * p1 + p2
     paid = next(x for x in (10, 20, 50, 100) if x > cost)
-    q = (
-        f"{name} buys {k} {many} at {money(p1, cur)} each and a snack for {money(p2, cur)}, "
-        f"paying with {money(paid, cur)}. How much change does {name} get?"
-    )
+    q = phrase(
+        rng,
+        (
+            f"{name} buys {k} {many} at {money(p1, cur)} each and a snack for {money(p2, cur)}, paying with {money(paid, cur)}. How much change does {name} get?",
+            f"{name} pays {money(paid, cur)} for {k} {many} at {money(p1, cur)} each plus a snack at {money(p2, cur)}. What is the change?",
+            HeldOut(f"{k} {many} cost {money(p1, cur)} each and a snack costs {money(p2, cur)}. {name} pays for all of them with {money(paid, cur)}. How much comes back?"),
+            HeldOut(f"With {money(paid, cur)}, {name} buys a snack for {money(p2, cur)} and {k} {many} at {money(p1, cur)} each. How much money is left?"),
+        ),
+    )  # fmt: skip
     steps = [
         f"{k} * {fmt(p1)} = {fmt(k * p1)}",
         f"{fmt(k * p1)} + {fmt(p2)} = {fmt(cost)}",
@@ -261,13 +401,20 @@ def average(rng: random.Random, d: int) -> Problem:
             xs[-1] += (-sum(xs)) % n  # a whole-number mean at level 1
         s = sum(xs)
         listed = ", ".join(map(str, xs[:-1])) + f" and {xs[-1]}"
-        q = rng.choice(
+        age = rng.randint(7, 15)
+        q = phrase(
+            rng,
             (
                 f"What is the average of {listed}?",
                 f"{name} scored {listed} in {n} games. What is the mean score?",
                 f"Find the mean of {listed}.",
-            )
-        )
+                f"{name}'s test marks are {listed}. What is the average mark?",
+                f"The temperatures on {n} days were {listed} degrees. What was the mean temperature?",
+                f"{name}, who is {age}, scored {listed} in {spell(n)} quizzes. What is the average score?",
+                HeldOut(f"If the numbers {listed} were evened out so that all {n} of them are equal, what would each one be?"),
+                HeldOut(f"{n} sacks hold {listed} kg of rice. If the rice is shared out equally between the sacks, how many kg does each hold?"),
+            ),
+        )  # fmt: skip
         steps = [f"Sum: {' + '.join(map(str, xs))} = {s}", f"Mean: {s} / {n} = {fmt(F(s, n))}"]
         return Problem(q, say(*steps), F(s, n), sum(map(F, xs)) / len(xs))
     n = rng.choice((3, 4, 5))
@@ -277,7 +424,16 @@ def average(rng: random.Random, d: int) -> Problem:
     while last <= 0:
         last, mean = last + n * 10, mean + 10
     listed = ", ".join(map(str, known))
-    q = f"The average of {n} numbers is {mean}. {n - 1} of them are {listed}. What is the last number?"
+    q = phrase(
+        rng,
+        (
+            f"The average of {n} numbers is {mean}. {n - 1} of them are {listed}. What is the last number?",
+            f"{n} numbers have a mean of {mean}. {n - 1} of them are {listed}. Find the remaining number.",
+            f"{name} needs an average of {mean} points over {n} games. The first {n - 1} scores are {listed}. What must the last score be?",
+            HeldOut(f"Over {n} days a shop averaged {mean} customers a day. On the first {n - 1} days it had {listed}. How many customers came on the last day?"),
+            HeldOut(f"{n} bags weigh {mean} kg each on average. {n - 1} of them weigh {listed} kg. How heavy is the last bag in kg?"),
+        ),
+    )  # fmt: skip
     steps = [
         f"Total: {mean} * {n} = {mean * n}",
         f"Known: {' + '.join(map(str, known))} = {sum(known)}",
@@ -295,13 +451,32 @@ def multi_step(rng: random.Random, d: int) -> Problem:
     kind = rng.choice({1: ("packs", "wage"), 2: ("share", "days"), 3: ("trip", "boxes")}[d])
     if kind == "packs":
         a, b, c = rng.randint(2, 30), rng.randint(2, 6), rng.randint(2, 12)
-        q = f"{name} has {a} {many} and buys {b} packs of {c}. How many {many} does {name} have now?"
+        age = rng.randint(7, 15)
+        q = phrase(
+            rng,
+            (
+                f"{name} has {a} {many} and buys {b} packs of {c}. How many {many} does {name} have now?",
+                f"{name} starts with {a} {many}, then buys {b} packs with {c} {many} in each. How many {many} does {name} have altogether?",
+                f"{name}, who is {age}, owns {a} {many} and gets {spell(b)} more packs of {c}. How many {many} does {name} own now?",
+                HeldOut(f"There are {a} {many} in a drawer. {b} packs holding {c} each are added. How many {many} are in the drawer now?"),
+                HeldOut(f"{name} already had {a} {many} before receiving {b} boxes of {c} {many} as a gift. What is {name}'s total now?"),
+            ),
+        )  # fmt: skip
         steps = [f"Bought: {b} * {c} = {b * c}", f"Total: {a} + {b * c} = {a + b * c}"]
         return Problem(q, say(*steps), F(a + b * c), F(a) + F(b) * c)
     if kind == "wage":
         h, t = rng.randint(5, 25), rng.randint(2, 8)
         s = rng.randint(1, h * t - 1)
-        q = f"{name} earns {money(h, cur)} an hour, works {t} hours and spends {money(s, cur)}. How much is left?"
+        q = phrase(
+            rng,
+            (
+                f"{name} earns {money(h, cur)} an hour, works {t} hours and spends {money(s, cur)}. How much is left?",
+                f"{name} is paid {money(h, cur)} per hour for {t} hours of work, then spends {money(s, cur)}. How much money is left?",
+                f"{name} works {spell(t)} hours at {money(h, cur)} an hour and buys lunch for {money(s, cur)}. How much of the pay remains?",
+                HeldOut(f"After a {t}-hour shift paying {money(h, cur)} an hour, {name} spends {money(s, cur)}. What does {name} still have?"),
+                HeldOut(f"{name} earns {money(h, cur)} for every hour worked. After working {t} hours and paying {money(s, cur)} for a ticket, how much money does {name} keep?"),
+            ),
+        )  # fmt: skip
         steps = [f"Earned: {h} * {t} = {h * t}", f"Left: {h * t} - {s} = {h * t - s}"]
         return Problem(q, say(*steps), F(h * t - s), F(h) * t - s)
     if kind == "share":
@@ -312,10 +487,15 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         if g <= 0:
             b = -(-k * each // c) + 1
             g = b * c - k * each
-        q = (
-            f"{name} buys {b} packs of {c} {many}, keeps {g} and shares the rest equally among "
-            f"{k} friends. How many does each friend get?"
-        )
+        q = phrase(
+            rng,
+            (
+                f"{name} buys {b} packs of {c} {many}, keeps {g} and shares the rest equally among {k} friends. How many does each friend get?",
+                f"{name} has {b} packs with {c} {many} in each, keeps {g} and gives the rest to {k} friends, the same number to each. How many does each friend get?",
+                HeldOut(f"{b} boxes hold {c} {many} each. After {name} takes {g}, the rest are split evenly into {k} bags. How many {many} go in each bag?"),
+                HeldOut(f"{name} opens {b} packs of {c} {many}, sets {g} aside and hands the remaining ones out equally to {k} classmates. How many does each classmate get?"),
+            ),
+        )  # fmt: skip
         steps = [
             f"{b} * {c} = {b * c}",
             f"{b * c} - {g} = {k * each}",
@@ -324,10 +504,15 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         return Problem(q, say(*steps), F(each), (F(b) * c - g) / k)
     if kind == "days":
         a, less = rng.randint(10, 40), rng.randint(1, 9)
-        q = (
-            f"{name} reads {a} pages on Monday, twice as many on Tuesday, and {less} fewer on "
-            f"Wednesday than on Tuesday. How many pages is that in total?"
-        )
+        q = phrase(
+            rng,
+            (
+                f"{name} reads {a} pages on Monday, twice as many on Tuesday, and {less} fewer on Wednesday than on Tuesday. How many pages is that in total?",
+                f"On Monday {name} reads {a} pages. On Tuesday {name} reads double that, and on Wednesday {less} pages fewer than on Tuesday. How many pages did {name} read in the three days?",
+                HeldOut(f"{name} runs {a} laps on Monday, two times as many on Tuesday, and on Wednesday {less} laps less than on Tuesday. How many laps does {name} run over the three days?"),
+                HeldOut(f"A bakery sells {a} loaves on Monday. On Tuesday it sells twice Monday's number, and on Wednesday {less} fewer than on Tuesday. How many loaves does it sell over the three days?"),
+            ),
+        )  # fmt: skip
         tu, we = 2 * a, 2 * a - less
         steps = [
             f"Tuesday: {a} * 2 = {tu}",
@@ -340,10 +525,15 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         extra = rng.randint(10, 100)
         left = k * rng.randint(1, (n * c + extra - 40) // k)  # whole prizes; bus >= 40
         bus = n * c + extra - left
-        q = (
-            f"{n} students each pay {money(c, cur)} for a trip and the teacher adds {money(extra, cur)}. "
-            f"The bus costs {money(bus, cur)} and the rest buys {k} equal prizes. What does each prize cost?"
-        )
+        q = phrase(
+            rng,
+            (
+                f"{n} students each pay {money(c, cur)} for a trip and the teacher adds {money(extra, cur)}. The bus costs {money(bus, cur)} and the rest buys {k} equal prizes. What does each prize cost?",
+                f"Each of {n} students pays {money(c, cur)} for a trip, and the teacher puts in {money(extra, cur)}. After paying {money(bus, cur)} for the bus, the rest is spent on {k} prizes of equal price. How much is each prize?",
+                HeldOut(f"A class of {n} collects {money(c, cur)} per student and gets {money(extra, cur)} from the teacher. The bus costs {money(bus, cur)}. The money left is spent on {k} prizes that cost the same. How much does each prize cost?"),
+                HeldOut(f"{money(extra, cur)} from a teacher plus {money(c, cur)} from each of {n} students pays for a {money(bus, cur)} bus, and what is left buys {k} identical prizes. What is the price of one prize?"),
+            ),
+        )  # fmt: skip
         steps = [
             f"{n} * {c} = {n * c}",
             f"{n * c} + {extra} = {n * c + extra}",
@@ -353,10 +543,15 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         return Problem(q, say(*steps), F(left, k), (F(n) * c + extra - bus) / k)
     a, b, bad = rng.randint(3, 12), rng.randint(10, 30), rng.randint(1, 5)
     p = rng.randint(2, 9)
-    q = (
-        f"A grocer has {a} boxes of {b} {many}. In each box {bad} are spoiled. The rest sell for "
-        f"{money(p, cur)} each. How much money does the grocer make?"
-    )
+    q = phrase(
+        rng,
+        (
+            f"A grocer has {a} boxes of {b} {many}. In each box {bad} are spoiled. The rest sell for {money(p, cur)} each. How much money does the grocer make?",
+            f"A shop gets {a} boxes with {b} {many} in each. {bad} in every box are bad and thrown away. Every good one sells for {money(p, cur)}. How much money does the shop get?",
+            HeldOut(f"Each of {a} crates holds {b} {many}, and {bad} per crate cannot be sold. The rest are sold at {money(p, cur)} apiece. What is the total income?"),
+            HeldOut(f"A grocer sells all the good {many} from {a} boxes of {b} for {money(p, cur)} each. If {bad} in each box are spoiled, how much money comes in?"),
+        ),
+    )  # fmt: skip
     good = b - bad
     steps = [
         f"Good per box: {b} - {bad} = {good}",

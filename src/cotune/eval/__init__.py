@@ -14,6 +14,7 @@ from cotune.eval.metrics import (
     majority_vote,
     score_completion,
     score_example,
+    wilson_interval,
 )
 from cotune.eval.report import Comparison, Report, compare, load_report, write_report
 from cotune.eval.run import BUILTIN_SHOTS, choose_few_shot, evaluate
@@ -36,5 +37,6 @@ __all__ = [
     "majority_vote",
     "score_completion",
     "score_example",
+    "wilson_interval",
     "write_report",
 ]

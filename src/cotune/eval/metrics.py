@@ -21,10 +21,17 @@ Definitions (all shares are over *completions* unless they say *examples*):
   or an ``Answer:`` line in the plain schema). When the generator did not say whether it
   hit the limit, a completion that opened a tag and never closed it counts as truncated.
 * reasoning length: tokens when a tokenizer is given, else whitespace-separated words.
+
+Every share ``x`` also has ``x_ci95``: ``{"successes", "n", "lo", "hi"}``, the 95% Wilson
+score interval (:func:`wilson_interval`) of ``successes / n``. With one sample per example
+and n questions drawn independently it is the range of accuracies consistent with the
+result; with K > 1 samples per example the completions are not independent, so
+completion-level intervals are too narrow (the majority-vote one is not affected).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -227,6 +234,40 @@ def _share(num: int, den: int) -> float | None:
     return None if den == 0 else num / den
 
 
+CI_SUFFIX = "_ci95"
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval for a binomial share ``successes / n`` (z = 1.96: 95%).
+
+    Unlike the normal approximation it stays inside [0, 1] and is not zero-width at 0/n or
+    n/n, which matters for small per-task groups. ``n == 0`` gives (0, 1): no data rules
+    nothing out.
+    """
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes} of {n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # At 0/n and n/n the bound is exactly 0 or 1; floating point would leave 1e-17 off.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
+
+
+def _rate(name: str, successes: int, n: int) -> dict[str, Any]:
+    """``name``: the share (None without data) and ``name_ci95``: its Wilson interval."""
+    lo, hi = wilson_interval(successes, n)
+    return {
+        name: _share(successes, n),
+        name + CI_SUFFIX: {"successes": successes, "n": n, "lo": lo, "hi": hi},
+    }
+
+
 def aggregate(rows: Sequence[ExampleRow], *, length_unit: str = "words") -> dict[str, Any]:
     """All headline numbers for a set of scored examples (see the module docstring)."""
     samples = [s for r in rows for s in r.samples]
@@ -239,41 +280,47 @@ def aggregate(rows: Sequence[ExampleRow], *, length_unit: str = "words") -> dict
     wrong_step = sum(s.right_via_wrong_step for s in samples)
     lengths = [s.reasoning_length for s in samples if s.reasoning_length is not None]
     scored_rows = [r for r in rows if r.samples]
+    all_true = sum(bool(s.steps_all_true) for s in with_claims)
+    truncated = sum(s.truncated for s in samples)
+    sampled = k_max > 1
     out: dict[str, Any] = {
         "n_examples": len(rows),
         "n_completions": n,
         "samples_per_example": k_max,
-        "format_strict": _share(sum(s.well_formed for s in samples), n),
-        "format_lenient": _share(sum(s.has_answer for s in samples), n),
-        "accuracy_strict": _share(sum(s.strict_correct for s in samples), n),
-        "accuracy_lenient": _share(lenient_correct, n),
-        "majority_accuracy": (
-            _share(sum(r.majority_correct for r in scored_rows), len(scored_rows))
-            if k_max > 1
-            else None
+        **_rate("format_strict", sum(s.well_formed for s in samples), n),
+        **_rate("format_lenient", sum(s.has_answer for s in samples), n),
+        **_rate("accuracy_strict", sum(s.strict_correct for s in samples), n),
+        **_rate("accuracy_lenient", lenient_correct, n),
+        **(
+            _rate(
+                "majority_accuracy",
+                sum(r.majority_correct for r in scored_rows),
+                len(scored_rows),
+            )
+            if sampled
+            else {"majority_accuracy": None}
         ),
-        "any_correct": (
-            _share(
+        **(
+            _rate(
+                "any_correct",
                 sum(any(s.lenient_correct for s in r.samples) for r in scored_rows),
                 len(scored_rows),
             )
-            if k_max > 1
-            else None
+            if sampled
+            else {"any_correct": None}
         ),
         "steps": {
             "claims": claims,
             "true_claims": true_claims,
-            "step_validity": _share(true_claims, claims),
+            **_rate("step_validity", true_claims, claims),
             "traces_with_claims": len(with_claims),
-            "traces_all_true": sum(bool(s.steps_all_true) for s in with_claims),
-            "trace_validity": _share(
-                sum(bool(s.steps_all_true) for s in with_claims), len(with_claims)
-            ),
+            "traces_all_true": all_true,
+            **_rate("trace_validity", all_true, len(with_claims)),
             "right_answer_wrong_step": wrong_step,
-            "right_answer_wrong_step_share_of_correct": _share(wrong_step, lenient_correct),
+            **_rate("right_answer_wrong_step_share_of_correct", wrong_step, lenient_correct),
         },
-        "truncated": sum(s.truncated for s in samples),
-        "truncated_rate": _share(sum(s.truncated for s in samples), n),
+        "truncated": truncated,
+        **_rate("truncated_rate", truncated, n),
         "reasoning_length": {
             "unit": length_unit,
             "n": len(lengths),

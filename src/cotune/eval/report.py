@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from cotune.eval.inputs import EvalInputError
-from cotune.eval.metrics import GALLERY_KINDS, ExampleRow, aggregate, breakdown, gallery
+from cotune.eval.metrics import (
+    CI_SUFFIX,
+    GALLERY_KINDS,
+    ExampleRow,
+    aggregate,
+    breakdown,
+    gallery,
+)
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -123,16 +130,45 @@ def metric_at(metrics: dict[str, Any], path: Sequence[str]) -> Any:
     return v
 
 
+def interval_at(metrics: dict[str, Any], path: Sequence[str]) -> dict[str, Any] | None:
+    """The ``{"successes", "n", "lo", "hi"}`` interval stored next to a share, if any
+    (reports written before intervals existed have none)."""
+    if not path:
+        return None
+    ci = metric_at(metrics, [*path[:-1], path[-1] + CI_SUFFIX])
+    return ci if isinstance(ci, dict) and {"lo", "hi", "n"} <= set(ci) else None
+
+
+def fmt_ci(value: Any, ci: dict[str, Any] | None, *, show_n: bool = True) -> str:
+    """A share with its 95% interval: ``91.4% [88.0, 94.0] (n=256)``."""
+    if not isinstance(value, float) or ci is None:
+        return fmt(value)
+    text = f"{100 * value:.1f}% [{100 * ci['lo']:.1f}, {100 * ci['hi']:.1f}]"
+    return text + (f" (n={ci['n']})" if show_n else "")
+
+
+def fmt_metric(metrics: dict[str, Any], path: Sequence[str], share: bool = True) -> str:
+    """The cell for a HEADLINE metric: shares with their interval and n, others plain."""
+    v = metric_at(metrics, path)
+    return fmt_ci(v, interval_at(metrics, path)) if share else fmt(v, pct=False)
+
+
 def _group_rows(groups: dict[str, dict[str, Any]]) -> list[list[str]]:
+    def cell(m: dict[str, Any], *path: str) -> str:
+        # n is the group's column unless the share counts something else (claims)
+        ci = interval_at(m, path)
+        other_n = ci is not None and ci["n"] != m.get("n_completions")
+        return fmt_ci(metric_at(m, path), ci, show_n=other_n)
+
     return [
         [
             name,
             str(m["n_examples"]),
-            fmt(m["format_strict"]),
-            fmt(m["accuracy_strict"]),
-            fmt(m["accuracy_lenient"]),
-            fmt(m["majority_accuracy"]),
-            fmt(m["steps"]["step_validity"]),
+            cell(m, "format_strict"),
+            cell(m, "accuracy_strict"),
+            cell(m, "accuracy_lenient"),
+            cell(m, "majority_accuracy"),
+            cell(m, "steps", "step_validity"),
             str(m["steps"]["right_answer_wrong_step"]),
             str(m["truncated"]),
         ]
@@ -179,8 +215,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         v = metric_at(m, path)
         if v is None and path[0] in ("majority_accuracy", "any_correct"):
             continue
-        rows.append([label, fmt(v, pct=share)])
-    out += [_md_table(["metric", "value"], rows), ""]
+        rows.append([label, fmt_metric(m, path, share)])
+    out += [_md_table(["metric", "value [95% CI] (n)"], rows), ""]
+    out += [
+        "Intervals are 95% Wilson score intervals over the n counted (completions, claims or "
+        "traces); in the breakdowns n is the group's completions unless shown.",
+        "",
+    ]
     st = m["steps"]
     rl = m["reasoning_length"]
     out += [
@@ -369,12 +410,18 @@ def _signed(v: Any, share: bool) -> str:
 
 
 def comparison_markdown(c: Comparison) -> str:
+    paths = {label: path for label, path, _ in HEADLINE}
     out = [f"# cotune eval: {c.label_a} vs {c.label_b}", ""]
     out += [
         _md_table(
             ["metric", c.label_a, c.label_b, "difference"],
             [
-                [lab, fmt(va, share), fmt(vb, share), _signed(d, share)]
+                [
+                    lab,
+                    fmt_metric(c.a["metrics"], paths[lab], share) if lab in paths else fmt(va),
+                    fmt_metric(c.b["metrics"], paths[lab], share) if lab in paths else fmt(vb),
+                    _signed(d, share),
+                ]
                 for lab, va, vb, d, share in c.rows
             ],
         ),
@@ -383,7 +430,15 @@ def comparison_markdown(c: Comparison) -> str:
         "",
         _md_table(
             ["task", c.label_a, c.label_b, "difference"],
-            [[t, fmt(va), fmt(vb), _signed(d, True)] for t, va, vb, d in c.by_task],
+            [
+                [
+                    t,
+                    fmt_metric(c.a["by_task"].get(t, {}), ("accuracy_strict",)),
+                    fmt_metric(c.b["by_task"].get(t, {}), ("accuracy_strict",)),
+                    _signed(d, True),
+                ]
+                for t, va, vb, d in c.by_task
+            ],
         ),
         "",
     ]
