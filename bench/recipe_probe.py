@@ -40,9 +40,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--config", default="configs/quickstart.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--out", default="runs/recipe")
+    ap.add_argument("--val-file", default=None, help="JSONL of validation records to score on")
+    ap.add_argument("--write-val", default=None, help="write the validation records here")
     args = ap.parse_args(argv)
 
     from cotune.eval import evaluate
+    from cotune.eval.metrics import wilson_interval
     from cotune.model import load
     from cotune.train.sft import train
 
@@ -50,9 +53,22 @@ def main(argv: list[str] | None = None) -> dict:
     style_kw = {"style": args.style} if args.style else {}
     t0 = time.perf_counter()
     pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
-    val = data.generate(args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw)
     train_keys = {data.question_key(r.question) for r in pool}
-    val = [r for r in val if data.question_key(r.question) not in train_keys][: args.n_val]
+    if args.val_file:  # one frozen validation set, so every row of the study is comparable
+        val = data.read_jsonl(args.val_file)
+        pool = [
+            r
+            for r in pool
+            if data.question_key(r.question) not in {data.question_key(v.question) for v in val}
+        ]
+    else:
+        val = data.generate(
+            args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw
+        )
+        val = [r for r in val if data.question_key(r.question) not in train_keys][: args.n_val]
+    if args.write_val:
+        data.write_jsonl(args.write_val, val)
+        return {}
     cfg = load_config(args.config, [f"train.steps={args.steps}", *args.overrides])
     model = load(cfg.model.name, dtype=cfg.model.dtype)
     t_train = time.perf_counter()
@@ -108,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         "n_train_pool": len(pool),
         "n_val": len(val),
         "accuracy": acc,
+        "accuracy_ci95": list(wilson_interval(round(acc * len(report.rows)), len(report.rows))),
         "step_validity": (n_true / n_claims) if n_claims else None,
         "per_task": {k: {"correct": c, "n": n} for k, (c, n) in sorted(per_task.items())},
         "seconds": {
@@ -128,5 +145,28 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
+def table() -> str:
+    """The study's rows as the Markdown table in docs/recipe.md."""
+    rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
+    rows.sort(key=lambda r: (r.get("val_set_sha256_12", ""), r["seconds"]["total"]))
+    out = [
+        "| variant | val set | accuracy [95% CI] | step validity | train s | eval s | command |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        lo, hi = r.get("accuracy_ci95") or (None, None)
+        ci = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
+        sv = r.get("step_validity")
+        out.append(
+            f"| {r['name']} | {r.get('val_set_sha256_12', 'generated')} (n={r['n_val']}) "
+            f"| {100 * r['accuracy']:.1f}%{ci} | {'–' if sv is None else f'{100 * sv:.1f}%'} "
+            f"| {r['seconds']['train']:.0f} | {r['seconds']['eval']:.0f} | `{r['command']}` |"
+        )
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--table"]:
+        print(table())
+    else:
+        main()

@@ -22,6 +22,7 @@ from cotune.data import tasks_words as tw
 from cotune.data.clean import answer_consistent, question_key
 from cotune.data.phrasing import check_split, template_split
 from cotune.data.records import Record
+from cotune.data.steps import DEFAULT_STYLE, trace_style
 from cotune.format import format_number, parse_number
 from cotune.verify import find_claims
 
@@ -126,11 +127,13 @@ def iter_generate(
     difficulty: int | Sequence[int] | None = None,
     unique: bool = False,
     templates: str = "all",
+    style: str = DEFAULT_STYLE,
 ) -> Iterator[Record]:
     """An endless, deterministic stream of verified records (task and difficulty drawn
     uniformly). ``unique`` skips questions already emitted by this stream. ``templates``
     picks the question phrasings: ``"train"``, ``"heldout"`` (never used for training) or
-    ``"all"`` (see :mod:`cotune.data.phrasing`)."""
+    ``"all"`` (see :mod:`cotune.data.phrasing`). ``style`` is the shape of the arithmetic
+    in the reasoning (:mod:`cotune.data.steps`)."""
     names, ds = resolve_tasks(tasks), _difficulties(difficulty)
     check_split(templates)
     fns = [TASKS[n] for n in names]
@@ -140,7 +143,7 @@ def iter_generate(
     for i in count():
         k = rng.randrange(len(names))
         d = ds[rng.randrange(len(ds))]
-        with template_split(templates):
+        with template_split(templates), trace_style(style):
             p = fns[k](rng, d)
         answer = verify_problem(names[k], p)
         if unique:
@@ -167,11 +170,12 @@ def generate(
     difficulty: int | Sequence[int] | None = None,
     unique: bool = True,
     templates: str = "all",
+    style: str = DEFAULT_STYLE,
 ) -> list[Record]:
     """The first ``n`` records of :func:`iter_generate` (distinct questions by default)."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     stream = iter_generate(
-        tasks, seed=seed, difficulty=difficulty, unique=unique, templates=templates
+        tasks, seed=seed, difficulty=difficulty, unique=unique, templates=templates, style=style
     )
     return list(islice(stream, n))

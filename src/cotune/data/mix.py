@@ -43,13 +43,15 @@ def mix(
     difficulty: int | Sequence[int] | None = None,
     kind: str = "jsonl",
     templates: str = "all",
+    style: str | None = None,
 ) -> list[Record]:
     """Records from each source in proportion to its weight, shuffled together.
 
     Files are sampled without replacement (repeated in shuffled passes only if a source is
     asked for more records than it has); generator ``i`` uses seed ``seed * 1000 + i`` so
     sources never share a stream; ``templates`` is the generators' question-phrasing split
-    (:mod:`cotune.data.phrasing`). Same arguments -> same list.
+    (:mod:`cotune.data.phrasing`), ``style`` their trace style (:mod:`cotune.data.steps`).
+    Same arguments -> same list.
     """
     if not sources:
         raise ValueError("mix needs at least one source")
@@ -65,6 +67,7 @@ def mix(
                 difficulty=difficulty,
                 unique=True,
                 templates=templates,
+                **({"style": style} if style else {}),
             )
             out += islice(stream, k)
             continue

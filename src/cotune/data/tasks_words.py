@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from fractions import Fraction as F
 
+from cotune.data import steps as S
 from cotune.data.phrasing import ITEMS, NAMES, HeldOut, a_, phrase, spell
 from cotune.data.tasks_arith import Problem
 from cotune.format import format_number as fmt
@@ -26,6 +27,22 @@ def money(x: F | int, cur: str) -> str:
 def say(*parts: str) -> str:
     """Labelled steps: ``Discount: 80 * 25 / 100 = 20. Price: 80 - 20 = 60.``"""
     return " ".join(p.rstrip(".") + "." for p in parts)
+
+
+def lab(label: str, claims: list[str]) -> str:
+    """One labelled step made of one or more claims: ``Price: 280 - 50 = 230, 230 - 6 = 224``."""
+    return f"{label}: " + ", ".join(claims) if label else ", ".join(claims)
+
+
+def total_of(xs: list[int]) -> list[str]:
+    """A running sum, one addition per claim: ``12 + 7 = 19, 19 + 15 = 34``."""
+    if not S.small():
+        return [f"{' + '.join(map(str, xs))} = {sum(xs)}"]
+    out, cur = [], xs[0]
+    for x in xs[1:]:
+        out += S.add(cur, x)
+        cur += x
+    return out
 
 
 def _cur(rng: random.Random) -> str:
@@ -55,7 +72,7 @@ def percent(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"A field of {base} square metres has {p}% of its area planted with corn. How many square metres are planted?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(f"{base} * {p} / 100 = {fmt(v)}"), v, F(base) * F(p, 100))
+        return Problem(q, say(lab("", S.percent_of(base, p))), v, F(base) * F(p, 100))
     old = rng.randrange(20, 400, 20)  # a multiple of 20 times a multiple of 5: whole change
     p = rng.choice((5, 10, 15, 20, 25, 30, 40, 50))
     up = rng.random() < 0.6
@@ -75,7 +92,7 @@ def percent(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps = [
-        f"Change: {max(new, old)} - {min(new, old)} = {ch}",
+        lab("Change", S.sub(max(new, old), min(new, old))),
         f"Percent: {ch} * 100 / {old} = {fmt(pct)}",
     ]
     return Problem(q, say(*steps), pct, abs(F(new) - F(old)) / F(old) * 100)
@@ -87,8 +104,8 @@ def discount(rng: random.Random, d: int) -> Problem:
     p = rng.choice((10, 20, 25, 50)) if d == 1 else rng.randrange(5, 80, 5)
     off = F(price * p, 100)
     steps = [
-        f"Discount: {price} * {p} / 100 = {fmt(off)}",
-        f"Price: {price} - {fmt(off)} = {fmt(price - off)}",
+        lab("Discount", S.percent_of(price, p)),
+        lab("Price", S.sub(price, off)),
     ]
     if d < 3:
         name, years = rng.choice(NAMES), rng.randint(3, 40)
@@ -120,8 +137,8 @@ def discount(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps += [
-        f"Tax: {fmt(sale)} * {t} / 100 = {fmt(tax)}",
-        f"Total: {fmt(sale)} + {fmt(tax)} = {fmt(sale + tax)}",
+        lab("Tax", S.percent_of(sale, t)),
+        lab("Total", S.add(sale, tax)),
     ]
     return Problem(q, say(*steps), sale + tax, F(price) * (1 - F(p, 100)) * (1 + F(t, 100)))
 
@@ -146,8 +163,8 @@ def markup(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps = [
-        f"Markup: {cost} * {p} / 100 = {fmt(up)}",
-        f"Price: {cost} + {fmt(up)} = {fmt(cost + up)}",
+        lab("Markup", S.percent_of(cost, p)),
+        lab("Price", S.add(cost, up)),
     ]
     return Problem(q, say(*steps), cost + up, F(cost) * (1 + F(p, 100)))
 
@@ -186,6 +203,14 @@ def reverse_price(rng: random.Random, d: int) -> Problem:
             ),
         )  # fmt: skip
         first = f"100 + {p} = {pct}"
+    if S.small():  # what is left is k parts of u%: one part, then all 100 / u of them
+        u = next(u for u in (50, 25, 20, 10, 5, 1) if pct % u == 0)
+        part = now * u / pct
+        steps = [first]
+        if pct != u:
+            steps.append(lab(f"{u}%", S.div(now, F(pct, u))))
+        steps.append(lab("100%", S.mul(part, 100 // u)))
+        return Problem(q, say(*steps), part * 100 / u, now / (1 + (-1 if down else 1) * F(p, 100)))
     one = now / pct
     steps = [first, f"{fmt(now)} / {pct} = {fmt(one)}", f"{fmt(one)} * 100 = {fmt(one * 100)}"]
     sign = -1 if down else 1
@@ -216,8 +241,8 @@ def unit_rate(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps = [
-        f"One {one}: {fmt(total)} / {k} = {fmt(unit)}",
-        f"{m} {many}: {fmt(unit)} * {m} = {fmt(unit * m)}",
+        lab(f"One {one}", S.div(total, k)),
+        lab(f"{m} {many}", S.mul(unit, m)),
     ]
     return Problem(q, say(*steps), unit * m, F(total) * m / k)
 
@@ -245,8 +270,8 @@ def ratio(rng: random.Random, d: int) -> Problem:
         )  # fmt: skip
         steps = [
             f"Parts: {a} + {b} = {a + b}",
-            f"One part: {total} / {a + b} = {unit}",
-            f"{who}: {unit} * {part} = {unit * part}",
+            lab("One part", S.div(total, a + b)),
+            lab(who, S.mul(unit, part)),
         ]
         return Problem(q, say(*steps), F(unit * part), F(total) * part / (a + b))
     unit = rng.randint(2, 15)
@@ -261,7 +286,7 @@ def ratio(rng: random.Random, d: int) -> Problem:
             HeldOut(f"A school bus carries {boys} boys, and the boys and girls on it are in the ratio {a}:{b}. How many girls does it carry?"),
         ),
     )  # fmt: skip
-    steps = [f"One part: {boys} / {a} = {unit}", f"Girls: {unit} * {b} = {unit * b}"]
+    steps = [lab("One part", S.div(boys, a)), lab("Girls", S.mul(unit, b))]
     return Problem(q, say(*steps), F(unit * b), F(boys) * b / a)
 
 
@@ -280,7 +305,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                     HeldOut(f"A boat moves at {v} km/h. After {t} hours, how many km has it gone?"),
                 ),
             )  # fmt: skip
-            return Problem(q, say(f"Distance: {v} * {t} = {v * t}"), F(v * t), F(v) * t)
+            return Problem(q, say(lab("Distance", S.mul(v, t))), F(v * t), F(v) * t)
         q = phrase(
             rng,
             (
@@ -291,7 +316,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"What steady speed in km/h gets you {v * t} km in {t} hours?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(f"Speed: {v * t} / {t} = {v}"), F(v), F(v * t, t))
+        return Problem(q, say(lab("Speed", S.div(v * t, t))), F(v), F(v * t, t))
     if d == 2:
         mins = rng.choice((15, 30, 45, 90, 120, 150))
         h = F(mins, 60)
@@ -307,7 +332,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                     HeldOut(f"A train keeps to {v} km/h for {mins} minutes. What distance, in km, does it cover?"),
                 ),
             )  # fmt: skip
-            steps = [f"Hours: {mins} / 60 = {fmt(h)}", f"Distance: {v} * {fmt(h)} = {fmt(v * h)}"]
+            steps = [f"Hours: {mins} / 60 = {fmt(h)}", lab("Distance", S.mul(v, h))]
             return Problem(q, say(*steps), v * h, F(v * mins, 60))
         t = rng.randint(2, 8)
         q = phrase(
@@ -320,7 +345,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"A ship sails at {v} km/h. How many hours does it need for {v * t} km?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(f"Time: {v * t} / {v} = {t}"), F(t), F(v * t, v))
+        return Problem(q, say(lab("Time", S.div(v * t, v))), F(t), F(v * t, v))
     v2 = rng.randrange(20, 120, 5)
     t1, t2 = rng.randint(1, 5), rng.randint(1, 5)
     d1, d2 = v * t1, v2 * t2
@@ -354,7 +379,7 @@ def change(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"How much is returned from {money(paid, cur)} after paying {money(p, cur)} for {a_(one)}?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(f"Change: {paid} - {p} = {paid - p}"), F(paid - p), F(paid) - p)
+        return Problem(q, say(lab("Change", S.sub(paid, p))), F(paid - p), F(paid) - p)
     if d == 2:
         k, p = rng.randint(2, 9), rng.randint(2, 15)
         paid = rng.choice([x for x in (20, 50, 100, 200) if x > k * p])
@@ -368,7 +393,7 @@ def change(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} has {money(paid, cur)} and buys {k} {many} priced at {money(p, cur)} each. How much money does {name} have left?"),
             ),
         )  # fmt: skip
-        steps = [f"Cost: {k} * {p} = {k * p}", f"Change: {paid} - {k * p} = {paid - k * p}"]
+        steps = [lab("Cost", S.mul(k, p)), lab("Change", S.sub(paid, k * p))]
         return Problem(q, say(*steps), F(paid - k * p), F(paid) - F(k) * p)
     k = rng.randint(2, 5)
     p1, p2 = F(rng.randrange(50, 1000, 25), 100), F(rng.randrange(50, 1000, 25), 100)
@@ -415,7 +440,7 @@ def average(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{n} sacks hold {listed} kg of rice. If the rice is shared out equally between the sacks, how many kg does each hold?"),
             ),
         )  # fmt: skip
-        steps = [f"Sum: {' + '.join(map(str, xs))} = {s}", f"Mean: {s} / {n} = {fmt(F(s, n))}"]
+        steps = [lab("Sum", total_of(xs)), lab("Mean", S.div(s, n))]
         return Problem(q, say(*steps), F(s, n), sum(map(F, xs)) / len(xs))
     n = rng.choice((3, 4, 5))
     mean = rng.randint(10, 90)
@@ -462,7 +487,7 @@ def multi_step(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} already had {a} {many} before receiving {b} boxes of {c} {many} as a gift. What is {name}'s total now?"),
             ),
         )  # fmt: skip
-        steps = [f"Bought: {b} * {c} = {b * c}", f"Total: {a} + {b * c} = {a + b * c}"]
+        steps = [lab("Bought", S.mul(b, c)), lab("Total", S.add(a, b * c))]
         return Problem(q, say(*steps), F(a + b * c), F(a) + F(b) * c)
     if kind == "wage":
         h, t = rng.randint(5, 25), rng.randint(2, 8)
@@ -477,7 +502,7 @@ def multi_step(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} earns {money(h, cur)} for every hour worked. After working {t} hours and paying {money(s, cur)} for a ticket, how much money does {name} keep?"),
             ),
         )  # fmt: skip
-        steps = [f"Earned: {h} * {t} = {h * t}", f"Left: {h * t} - {s} = {h * t - s}"]
+        steps = [lab("Earned", S.mul(h, t)), lab("Left", S.sub(h * t, s))]
         return Problem(q, say(*steps), F(h * t - s), F(h) * t - s)
     if kind == "share":
         k, each = rng.randint(2, 6), rng.randint(2, 12)
@@ -497,9 +522,9 @@ def multi_step(rng: random.Random, d: int) -> Problem:
             ),
         )  # fmt: skip
         steps = [
-            f"{b} * {c} = {b * c}",
-            f"{b * c} - {g} = {k * each}",
-            f"Each: {k * each} / {k} = {each}",
+            lab("", S.mul(b, c)),
+            lab("", S.sub(b * c, g)),
+            lab("Each", S.div(k * each, k)),
         ]
         return Problem(q, say(*steps), F(each), (F(b) * c - g) / k)
     if kind == "days":
@@ -515,9 +540,9 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         )  # fmt: skip
         tu, we = 2 * a, 2 * a - less
         steps = [
-            f"Tuesday: {a} * 2 = {tu}",
-            f"Wednesday: {tu} - {less} = {we}",
-            f"Total: {a} + {tu} + {we} = {a + tu + we}",
+            lab("Tuesday", S.mul(a, 2)),
+            lab("Wednesday", S.sub(tu, less)),
+            lab("Total", total_of([a, tu, we])),
         ]
         return Problem(q, say(*steps), F(a + tu + we), F(a) * 5 - less)
     if kind == "trip":
