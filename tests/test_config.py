@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cotune.config import ConfigError, RunConfig, load_config, parse_overrides
+from cotune.config import ConfigError, RunConfig, config_changes, load_config, parse_overrides
 
 
 def test_defaults_and_overrides(tmp_path: Path) -> None:
@@ -28,6 +28,22 @@ def test_defaults_and_overrides(tmp_path: Path) -> None:
         ("bogus: 1\n", "bogus: unknown key"),
         ("- 1\n- 2\n", "mapping"),
         ("lora: [\n", "not valid YAML"),
+        ("", "empty config"),
+        ("# comments only\n", "empty config"),
+        ("optim:\n  lr: .inf\n", "optim.lr: Input should be a finite number"),
+        ("optim:\n  lr: .nan\n", "optim.lr: Input should be a finite number"),
+        ("rl:\n  reward_weights: {format: .inf}\n", "rl.reward_weights.format"),
+        ("train:\n  steps: true\n", "train.steps: expected a number, got true"),
+        ("lora:\n  alpha: false\n", "lora.alpha: expected a number"),
+        ("data:\n  difficulty: [1, true]\n", "data.difficulty.1: expected a number"),
+        ("format:\n  pack: 1\n", "format.pack"),
+        ("data:\n  seed: -1\n", "data.seed"),
+        ("data:\n  train: []\n", "data.train"),
+        ("data:\n  difficulty: [7]\n", "data.difficulty"),
+        ("data:\n  train: [{generator: arithmatic}]\n", "data.train.0.generator"),
+        ("train:\n  epochs: 0\n", "train.epochs"),
+        ("model:\n  name: ''\n", "model.name"),
+        ("lora:\n  targets: '('\n", "lora.targets: not a valid regular expression"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -45,6 +61,15 @@ def test_override_errors() -> None:
         load_config(None, ["lora.nope=1"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("/nonexistent/x.yaml")
+
+
+def test_config_changes_names_dotted_keys() -> None:
+    a = load_config(None, ["optim.lr=1e-3"])
+    b = load_config(None, ["optim.lr=2e-3", "train.steps=9", "rl.reward_weights={format: 1}"])
+    assert config_changes(a, a) == []
+    got = {k: (x, y) for k, x, y in config_changes(a, b)}
+    assert got["optim.lr"] == (1e-3, 2e-3) and got["train.steps"] == (None, 9)
+    assert got["rl.reward_weights"][1] == {"format": 1.0}  # a value mapping stays whole
 
 
 @settings(max_examples=1000, deadline=None)

@@ -26,6 +26,7 @@ from cotune.train.checkpoint import (
     MANIFEST,
     CheckpointError,
     CheckpointWarning,
+    summarize_error,
     verify_step,
 )
 from cotune.train.sft import TrainingDiverged, load_run, train
@@ -116,6 +117,42 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path: Path, reference, damage)
     # the damaged step was moved aside (kept for inspection), the new step 6 is good
     assert len(list((run / "corrupt_checkpoints").iterdir())) == 1
     assert verify_step(run / "checkpoints" / "6") is None
+
+
+def test_checkpoint_warning_is_one_clean_line() -> None:
+    """Shown as the user sees it: no "file.py:123:" prefix, no source line."""
+    text = warnings.formatwarning(
+        CheckpointWarning("checkpoint step 6 is unusable: x. Falling back to step 4."),
+        CheckpointWarning,
+        "/somewhere/checkpoint.py",
+        316,
+        "    found = restore_first_good(self.latest, one)",
+    )
+    assert text == "warning: checkpoint step 6 is unusable: x. Falling back to step 4.\n"
+    other = warnings.formatwarning(UserWarning("u"), UserWarning, "f.py", 3, "src")
+    assert "f.py:3" in other  # every other warning keeps Python's format
+
+
+def test_tensorstore_error_is_summarized_to_its_cause() -> None:
+    """The shape of Orbax's error for a truncated OCDBT file (taken from a real one): the
+    outer message ends in a multi-line repr of the TensorStore spec; the cause says what
+    went wrong."""
+    cause = ValueError(
+        'OUT_OF_RANGE: Error reading "layers.1.mlp.up_proj.kernel_lora_b/0.0" in OCDBT '
+        'database at local file "/r/checkpoints/4/params/": Requested byte range [9563, 11435) '
+        "is not valid for value of size 100"
+    )
+    outer = Exception(
+        "Encountered error while reading array index: (slice(0, 4, 1), slice(0, 128, 1)). "
+        "See full TensorStore details: <bound method pybind11_detail_function_record_v1_"
+        "system.spec of TensorStore({\n  'base': {\n    'driver': 'zarr',\n  },\n})>."
+    )
+    outer.__cause__ = cause
+    got = summarize_error(outer)
+    assert got.startswith('OUT_OF_RANGE: Error reading "layers.1.mlp.up_proj.kernel_lora_b/0.0"')
+    assert "\n" not in got and "TensorStore(" not in got and "size 100" in got
+    assert summarize_error(RuntimeError("first\nsecond")) == "RuntimeError: first"
+    assert len(summarize_error(RuntimeError("x" * 1000))) == 300
 
 
 def test_every_checkpoint_damaged_is_a_clear_error(tmp_path: Path) -> None:

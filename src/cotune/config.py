@@ -2,38 +2,82 @@
 
 Unknown keys, wrong types and impossible values fail before any compute, with the dotted
 key in the message (``lora.rank: must be >= 1``). ``--set a.b=value`` overrides are parsed
-as YAML scalars, so ``--set optim.lr=3e-4`` and ``--set lora.targets=[q,v]`` both work.
+as YAML scalars, so ``--set optim.lr=3e-4`` and ``--set data.difficulty=[1,2]`` both work.
+
+Numbers are checked more strictly than pydantic's defaults: ``inf``/``nan`` are refused in
+every float (they only surface later as a diverged run), and ``true``/``false`` are refused
+where a number is expected (pydantic would read ``steps: true`` as 1). Booleans must be
+YAML booleans (``pack: 1`` is refused rather than guessed). An empty config file is an
+error: it would otherwise mean "every default", i.e. the real 270M model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the user (file and key included)."""
 
 
+def _not_bool(v: Any) -> Any:
+    # bool is a subclass of int: without this, pydantic reads `steps: true` as 1.
+    if isinstance(v, bool):
+        raise ValueError(f"expected a number, got {str(v).lower()}")
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+Bool = StrictBool
+Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _known_tasks(names: list[str]) -> None:
+    from cotune.data.generators import resolve_tasks
+
+    for name in names:
+        resolve_tasks([name])  # ValueError naming the known tasks and groups
 
 
 class ModelCfg(_Strict):
-    name: str = Field("gemma3-270m", description="preset name or local path to weights")
+    name: str = Field(
+        "gemma3-270m", min_length=1, description="preset name or local path to weights"
+    )
     dtype: Literal["float32", "bfloat16"] = "float32"
 
 
 class DataSource(_Strict):
     """One ingredient of the training mixture: a JSONL file or a generator."""
 
-    path: str | None = None
+    path: str | None = Field(None, min_length=1)
     generator: str | None = None  # e.g. "arithmetic", "word_problems", "expressions", "equations"
-    n: int | None = Field(None, ge=1)
-    weight: float = Field(1.0, gt=0)
+    n: Int | None = Field(None, ge=1)
+    weight: Float = Field(1.0, gt=0)
+
+    @field_validator("generator")
+    @classmethod
+    def _generator_known(cls, v: str | None) -> str | None:
+        if v is not None:
+            _known_tasks([v])
+        return v
 
     @model_validator(mode="after")
     def _one_of(self) -> DataSource:
@@ -44,103 +88,136 @@ class DataSource(_Strict):
 
 class DataCfg(_Strict):
     train: list[DataSource] = Field(
-        default_factory=lambda: [DataSource(generator="arithmetic", n=2000)]
+        default_factory=lambda: [DataSource(generator="arithmetic", n=2000)], min_length=1
     )
-    val: str | None = None  # JSONL of canonical records; None = split off `val_fraction`
-    val_fraction: float = Field(0.05, ge=0, lt=1)
-    val_size_for_accuracy: int = Field(32, ge=0)
-    seed: int = 0
-    difficulty: list[int] | None = None
+    # JSONL of canonical records; None = split off `val_fraction`
+    val: str | None = Field(None, min_length=1)
+    val_fraction: Float = Field(0.05, ge=0, lt=1)
+    val_size_for_accuracy: Int = Field(32, ge=0)
+    seed: Seed = 0
+    difficulty: list[Int] | None = Field(None, min_length=1)
     # Levels of the quickstart's generated test sets; None = the training `difficulty`.
-    test_difficulty: list[int] | None = None
+    test_difficulty: list[Int] | None = Field(None, min_length=1)
+
+    @field_validator("difficulty", "test_difficulty")
+    @classmethod
+    def _difficulty_known(cls, v: list[int] | None) -> list[int] | None:
+        from cotune.data.generators import DIFFICULTIES
+
+        if v is not None and any(d not in DIFFICULTIES for d in v):
+            raise ValueError(f"each level must be one of {list(DIFFICULTIES)}, got {v}")
+        return v
 
 
 class FormatCfg(_Strict):
     schema_: Literal["tags", "plain"] = Field("tags", alias="schema")
     template: Literal["chat", "plain"] = "chat"
-    max_seq_len: int = Field(256, ge=16)
-    max_reasoning_tokens: int | None = Field(None, ge=1)
+    max_seq_len: Int = Field(256, ge=16)
+    max_reasoning_tokens: Int | None = Field(None, ge=1)
     overlong: Literal["drop", "truncate_reasoning"] = "drop"
-    pack: bool = True
+    pack: Bool = True
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class LoraCfg(_Strict):
-    enabled: bool = True  # False = full fine-tune
-    rank: int = Field(16, ge=1)
-    alpha: float = Field(32.0, gt=0)
+    enabled: Bool = True  # False = full fine-tune
+    rank: Int = Field(16, ge=1)
+    alpha: Float = Field(32.0, gt=0)
     targets: str = Field(
         ".*q_einsum|.*kv_einsum|.*qkv_einsum|.*attn_vec_einsum|.*gate_proj|.*up_proj|.*down_proj",
+        min_length=1,
         description="regex over module paths (Qwix)",
     )
 
+    @field_validator("targets")
+    @classmethod
+    def _targets_regex(cls, v: str) -> str:
+        import re
+
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression ({e})") from None
+        return v
+
 
 class OptimCfg(_Strict):
-    lr: float = Field(2e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    grad_clip: float | None = Field(1.0, gt=0)
-    grad_accum: int = Field(1, ge=1)
+    lr: Float = Field(2e-4, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    warmup_steps: Int = Field(10, ge=0)
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1)
+    grad_clip: Float | None = Field(1.0, gt=0)
+    grad_accum: Int = Field(1, ge=1)
 
 
 class MeshCfg(_Strict):
-    fsdp: int | None = Field(None, ge=1, description="None = all devices")
-    tp: int = Field(1, ge=1)
+    fsdp: Int | None = Field(None, ge=1, description="None = all devices")
+    tp: Int = Field(1, ge=1)
 
 
 class TrainCfg(_Strict):
-    batch_size: int = Field(8, ge=1, description="sequences (packed rows) per step")
-    steps: int | None = Field(None, ge=1, description="None = epochs over the data")
-    epochs: float = Field(1.0, gt=0)
-    seed: int = 0
-    log_every: int = Field(1, ge=1)
-    eval_every: int | None = Field(None, ge=1)
-    checkpoint_every: int | None = Field(50, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    bf16_matmul: bool = Field(False, description="bf16 operands, f32 accumulation")
-    bucket_multiple: int = Field(
+    batch_size: Int = Field(8, ge=1, description="sequences (packed rows) per step")
+    # The whole data plan is built in memory: the upper bounds catch a typo (1e30), not a
+    # real run.
+    steps: Int | None = Field(None, ge=1, le=10_000_000, description="None = epochs over the data")
+    epochs: Float = Field(1.0, gt=0, le=10_000)
+    seed: Seed = 0
+    log_every: Int = Field(1, ge=1)
+    eval_every: Int | None = Field(None, ge=1)
+    checkpoint_every: Int | None = Field(50, ge=1)
+    keep_checkpoints: Int = Field(2, ge=1)
+    bf16_matmul: Bool = Field(False, description="bf16 operands, f32 accumulation")
+    bucket_multiple: Int = Field(
         64, ge=1, description="trained-position gather bucket is rounded up to this"
     )
 
 
 class EvalCfg(_Strict):
-    max_new_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(16, ge=1)
-    limit: int | None = Field(None, ge=1)
-    few_shot: int = Field(0, ge=0)
-    samples: int = Field(1, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    max_new_tokens: Int = Field(128, ge=1)
+    batch_size: Int = Field(16, ge=1)
+    limit: Int | None = Field(None, ge=1)
+    few_shot: Int = Field(0, ge=0)
+    samples: Int = Field(1, ge=1)
+    temperature: Float = Field(0.0, ge=0)
 
 
 class RLCfg(_Strict):
-    steps: int = Field(20, ge=1)
-    num_generations: int = Field(4, ge=2)
-    beta: float = Field(0.04, ge=0)
-    epsilon: float = Field(0.2, gt=0)
-    temperature: float = Field(0.9, gt=0)
-    max_new_tokens: int = Field(96, ge=1)
-    reward_weights: dict[str, float] = Field(
+    steps: Int = Field(20, ge=1)
+    num_generations: Int = Field(4, ge=2)
+    beta: Float = Field(0.04, ge=0)
+    epsilon: Float = Field(0.2, gt=0)
+    temperature: Float = Field(0.9, gt=0)
+    max_new_tokens: Int = Field(96, ge=1)
+    reward_weights: dict[str, Float] = Field(
         default_factory=lambda: {"format": 0.5, "correct": 2.0, "steps": 0.5, "length": 0.2}
     )
-    prompts_per_step: int = Field(2, ge=1, description="questions per step (x num_generations)")
-    num_iterations: int = Field(1, ge=1, description="policy updates per rollout batch (mu)")
-    lr: float = Field(2e-5, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
+    prompts_per_step: Int = Field(2, ge=1, description="questions per step (x num_generations)")
+    num_iterations: Int = Field(1, ge=1, description="policy updates per rollout batch (mu)")
+    lr: Float = Field(2e-5, gt=0)
+    warmup_steps: Int = Field(0, ge=0)
+    grad_clip: Float | None = Field(1.0, gt=0)
     kl_mode: Literal["kl", "mse_kl", "low_var_kl"] = "low_var_kl"
-    tasks: list[str] | None = Field(None, description="generator names; None = data.train's")
-    train_size: int = Field(512, ge=1, description="training questions drawn from the tasks")
-    eval_size: int = Field(32, ge=0, description="held-out questions for answer accuracy")
-    eval_every: int = Field(10, ge=1)
-    eval_max_new_tokens: int | None = Field(None, ge=1, description="None = max_new_tokens")
-    length_budget_chars: int | None = Field(600, ge=1)
-    length_budget_tokens: int | None = Field(None, ge=1)
-    log_every: int = Field(1, ge=1)
-    checkpoint_every: int = Field(10, ge=1)
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 0
+    tasks: list[str] | None = Field(
+        None, min_length=1, description="generator names; None = data.train's"
+    )
+    train_size: Int = Field(512, ge=1, description="training questions drawn from the tasks")
+    eval_size: Int = Field(32, ge=0, description="held-out questions for answer accuracy")
+    eval_every: Int = Field(10, ge=1)
+    eval_max_new_tokens: Int | None = Field(None, ge=1, description="None = max_new_tokens")
+    length_budget_chars: Int | None = Field(600, ge=1)
+    length_budget_tokens: Int | None = Field(None, ge=1)
+    log_every: Int = Field(1, ge=1)
+    checkpoint_every: Int = Field(10, ge=1)
+    keep_checkpoints: Int = Field(2, ge=1)
+    seed: Seed = 0
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_known(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            _known_tasks(v)
+        return v
 
     @model_validator(mode="after")
     def _known_rewards(self) -> RLCfg:
@@ -206,6 +283,7 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
         lines.append(f"{source}: {key}: {msg}")
     return ConfigError("\n".join(lines))
 
@@ -227,8 +305,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
         except UnicodeDecodeError:
             raise ConfigError(f"{p}: not UTF-8 text") from None
-        if loaded is None:
-            loaded = {}
+        if loaded is None or loaded == {}:
+            # Not "all defaults": that would silently mean the real 270M with default data.
+            raise ConfigError(
+                f"{p}: empty config (no sections); start from configs/tiny.yaml or "
+                "configs/quickstart.yaml"
+            )
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of sections at the top level")
         raw = loaded
@@ -241,3 +323,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(by_alias=True, mode="json"), sort_keys=False)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and prefix.count(".") < 1:  # sections, not value dicts
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_changes(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` for every setting that differs, in file order.
+
+    Values are compared as their YAML form (``data.train`` as one list, ``rl.reward_weights``
+    as one mapping), so a reordered list counts as a change.
+    """
+    a = _flatten(old.model_dump(by_alias=True, mode="json"))
+    b = _flatten(new.model_dump(by_alias=True, mode="json"))
+    return [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]

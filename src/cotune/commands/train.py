@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -31,7 +32,7 @@ def _show_example(ex, tokenizer, title: str) -> None:
     )
 
 
-def _dry_run(cfg, out: Path) -> None:
+def _dry_run(cfg, title: str) -> None:
     from cotune.model.tokenizer import tiny_tokenizer
     from cotune.train.sft import dry_run, load_records
 
@@ -46,7 +47,7 @@ def _dry_run(cfg, out: Path) -> None:
     for i, ex in enumerate(dr.examples[:2]):
         _show_example(ex, tok, f"example {i + 1} (green = trained, dim = masked)")
     s = dr.stats.summary()
-    table = Table(title=f"dry run: {out} (no compute)")
+    table = Table(title=f"dry run: {title} (no compute, nothing written)")
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [
@@ -73,11 +74,41 @@ def _dry_run(cfg, out: Path) -> None:
     console.print(table)
 
 
+def _next_commands(out: Path, val_path: Path | None) -> None:
+    """What to run on the trained model, with this run's real paths."""
+    data = str(val_path) if val_path is not None else "<held-out JSONL>"
+    console.print("next:", highlight=False)
+    for cmd in (
+        f"cotune chat --model {out}",
+        f"cotune eval --model {out} --data {data} --out {out / 'eval'}",
+        f"cotune export --model {out} --format gguf --out {Path('export') / out.name}",
+    ):
+        # soft_wrap: a command is copied whole, never broken across lines
+        console.print(f"  {cmd}", soft_wrap=True, highlight=False, markup=False)
+
+
+def _error(prefix: str, e: BaseException | str) -> None:
+    """One message per line, never parsed as rich markup (errors quote `[...]` freely)."""
+    for line in str(e).splitlines() or [""]:
+        console.print(f"[red]{prefix}[/red] {escape(line)}", soft_wrap=True, highlight=False)
+
+
 def train(
     config: Path = typer.Option(..., "--config", "-c", help="run config YAML"),
-    out: Path = typer.Option(..., "--out", "-o", help="run folder"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="run folder (required, except with --dry-run)"
+    ),
     set_: list[str] = typer.Option(None, "--set", help="override, e.g. optim.lr=1e-4"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="continue from the latest checkpoint (a larger train.steps extends the run)",
+    ),
+    force_config: bool = typer.Option(
+        False,
+        "--force-config",
+        help="with --resume: accept settings that differ from the run's config.yaml",
+    ),
     force: bool = typer.Option(False, "--force", help="start over in an existing run folder"),
     dry_run: bool = typer.Option(False, "--dry-run", help="show data and plan, no compute"),
 ) -> None:
@@ -87,25 +118,60 @@ def train(
     try:
         cfg = load_config(config, set_ or [])
     except ConfigError as e:
-        console.print(f"[red]config error[/red]\n{e}")
+        _error("config error:", e)
         raise typer.Exit(2) from None
+    if out is None and not dry_run:
+        _error("cotune train:", "--out is required (except with --dry-run)")
+        raise typer.Exit(2)
+    if force_config and not resume:
+        _error("cotune train:", "--force-config only applies with --resume")
+        raise typer.Exit(2)
     from cotune.train.checkpoint import CheckpointError
-    from cotune.train.sft import TrainError
+    from cotune.train.sft import ConfigChanged, TrainError
 
     try:
         if dry_run:
-            _dry_run(cfg, out)
+            _dry_run(cfg, str(out or config))
             return
         from cotune.train.sft import train as run_train
 
-        res = run_train(cfg, out, resume=resume, force=force)
+        res = run_train(
+            cfg,
+            out,
+            resume=resume,
+            force=force,
+            force_config=force_config,
+            log=lambda m: console.print(m, soft_wrap=True, highlight=False, markup=False),
+        )
+    except ConfigError as e:  # the mesh does not fit this machine
+        _error("config error:", e)
+        raise typer.Exit(2) from None
+    except ConfigChanged as e:
+        _error("cotune train:", e)
+        raise typer.Exit(2) from None
     except (TrainError, CheckpointError, ValueError, OSError) as e:
-        console.print(f"[red]cotune train:[/red] {e}")
+        _error("cotune train:", e)
         raise typer.Exit(1) from None
-    msg = f"[green]done[/green]: {res.steps} steps, final loss {res.final_loss:.4f}"
-    if res.tokens_per_s:
-        msg += f", {res.tokens_per_s:,.0f} tok/s ({res.trained_tokens_per_s:,.0f} trained)"
-    if res.best_accuracy is not None:
-        msg += f", best val accuracy {res.best_accuracy:.1%} at step {res.best_step}"
-    console.print(msg)
-    console.print(f"run folder: {out} (metrics.jsonl, tb/, loss_curve.png, checkpoints/, best/)")
+    if res.already_complete:
+        # train() has said "already complete at step N"; here: how to go on
+        console.print(
+            f"to train longer: cotune train --config {config} --out {out} --resume "
+            f"--set train.steps=<more than {res.steps}>",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+    else:
+        loss = f"{res.final_loss:.4f}" if res.final_loss is not None else "n/a"
+        msg = f"[green]done[/green]: {res.steps} steps, final loss {loss}"
+        if res.resumed_from is not None:
+            msg += f" (resumed from step {res.resumed_from})"
+        if res.tokens_per_s:
+            msg += f", {res.tokens_per_s:,.0f} tok/s ({res.trained_tokens_per_s:,.0f} trained)"
+        if res.best_accuracy is not None:
+            msg += f", best val accuracy {res.best_accuracy:.1%} at step {res.best_step}"
+        console.print(msg)
+        console.print(
+            f"run folder: {out} (metrics.jsonl, tb/, loss_curve.png, checkpoints/, best/)"
+        )
+    _next_commands(out, res.val_path)

@@ -30,6 +30,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import warnings
@@ -52,6 +53,58 @@ class CheckpointError(RuntimeError):
 
 class CheckpointWarning(UserWarning):
     """A damaged checkpoint was skipped; training resumed from an older one."""
+
+
+_default_formatwarning = warnings.formatwarning
+
+
+def _formatwarning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    # A CheckpointWarning is a message for the user: one line, without the "file:line:" and
+    # the source line Python shows for warnings meant for programmers.
+    if isinstance(category, type) and issubclass(category, CheckpointWarning):
+        return f"warning: {message}\n"
+    return _default_formatwarning(message, category, filename, lineno, line)
+
+
+if getattr(warnings.formatwarning, "__name__", "") != "_formatwarning":
+    warnings.formatwarning = _formatwarning
+
+# TensorStore's status codes open the line that says what went wrong.
+_TS_STATUS = re.compile(r"\b([A-Z][A-Z_]{3,}): ")
+
+
+def summarize_error(e: BaseException, limit: int = 300) -> str:
+    """One line for a user from an exception chain (Orbax and TensorStore errors included).
+
+    Orbax wraps TensorStore's error in one that ends with a repr of the whole TensorStore
+    spec (dozens of lines); the cause carries the useful part (``OUT_OF_RANGE: Error
+    reading "layers.1..." ...``). The deepest message with a TensorStore status code wins,
+    otherwise the outermost exception's first line; "See full TensorStore details" and what
+    follows is dropped.
+    """
+    chain: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+
+    def first_line(x: BaseException) -> str:
+        text = str(x).split("See full TensorStore details")[0]
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        return lines[0].rstrip(" .") if lines else ""
+
+    pick = next((x for x in reversed(chain) if _TS_STATUS.search(first_line(x))), e)
+    line = first_line(pick)
+    m = _TS_STATUS.search(line)
+    line = line[m.start() :] if m else line
+    text = f"{type(pick).__name__}: {line}" if line and not m else line or type(pick).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _leaves_dict(tree: Any) -> dict[str, Any]:
@@ -170,7 +223,7 @@ def save_step(mgr: ocp.CheckpointManager, step: int, args: Any, *, force: bool =
         if _is_enospc(e):
             what = "disk full (No space left on device)"
         else:
-            what = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            what = summarize_error(e)
         raise CheckpointError(
             f"{where}: could not write checkpoint step {step}: {what}. The previous "
             f"checkpoint is intact ({kept}); free space and rerun with --resume."
@@ -214,8 +267,7 @@ def restore_first_good(
             try:
                 return step, restore_one(step)
             except Exception as e:  # noqa: BLE001 - any restore failure means: try the previous
-                first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                problem = f"{path}: Orbax could not restore it ({type(e).__name__}: {first[:300]})"
+                problem = f"{path}: Orbax could not restore it ({summarize_error(e)})"
         problems.append(f"step {step}: {problem}")
         moved = _quarantine(mgr, step) if quarantine else None
         older = [s for s in steps if s < step]

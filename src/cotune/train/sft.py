@@ -12,6 +12,7 @@ once per run (fixed shapes) and cached on disk (``~/.cache/cotune/jax``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from cotune.config import RunConfig, dump_config, load_config
+from cotune.config import ConfigError, RunConfig, config_changes, dump_config, load_config
 from cotune.train import lora as lora_lib
 from cotune.train.batches import Example, Plan, TokenizeStats, as_dict, make_plan, tokenize_records
 from cotune.train.checkpoint import RunCheckpoints, fingerprint, restore_params
@@ -56,6 +57,10 @@ class TrainingDiverged(TrainError):
     """Loss became NaN/inf; the last good checkpoint is kept on disk."""
 
 
+class ConfigChanged(TrainError):
+    """``--resume`` with settings that would change the result (overridable: force_config)."""
+
+
 _RUN_FILES = (
     "checkpoints",
     "best",
@@ -64,7 +69,29 @@ _RUN_FILES = (
     "loss_curve.png",
     "run.json",
     "config.yaml",
+    "val.jsonl",
 )
+
+# Settings a resumed run may change freely: they decide what is logged, saved, validated or
+# evaluated and where arrays live, never what the optimizer computes. Everything else that
+# differs from the run folder's config.yaml is refused unless ``force_config``. A prefix
+# ends with "." and covers a whole section: eval.* belongs to `cotune eval`, rl.* to `cotune
+# rl`; mesh.* only places the same computation on devices (a run moved to another machine).
+RESUME_FREE = (
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "data.val_size_for_accuracy",
+    "data.test_difficulty",
+    "eval.",
+    "rl.",
+    "mesh.",
+)
+# Settings that set the run's length: changing them extends (or shortens) the same run.
+# Whether the steps already done are unaffected is checked on the data itself (the digest of
+# their batches), not assumed.
+RESUME_LENGTH = ("train.steps", "train.epochs")
 
 
 def enable_compilation_cache() -> None:
@@ -163,17 +190,28 @@ def plan_for(cfg: RunConfig, examples: Sequence[Example]) -> Plan:
 # --------------------------------------------------------------------------- step
 
 
-def make_optimizer(cfg: RunConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW, linear warmup then cosine decay to ``lr * min_lr_ratio``, global-norm clipping."""
+def make_schedule(cfg: RunConfig, total_steps: int) -> optax.Schedule:
+    """Linear warmup, then cosine decay to ``lr * min_lr_ratio`` at ``total_steps``.
+
+    Evaluated at the optimizer's update count: step ``s`` (1-based) uses ``schedule(s - 1)``.
+    A resumed run builds it for its *current* total, so a run extended from N to M steps
+    follows the M-step schedule from the step it resumed at (see ``docs/reliability.md``).
+    """
     o = cfg.optim
     warm = min(o.warmup_steps, max(0, total_steps - 1))
-    sched = optax.warmup_cosine_decay_schedule(
+    return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warm else o.lr,
         peak_value=o.lr,
         warmup_steps=warm,
         decay_steps=max(total_steps, warm + 1),
         end_value=o.lr * o.min_lr_ratio,
     )
+
+
+def make_optimizer(cfg: RunConfig, total_steps: int) -> optax.GradientTransformation:
+    """AdamW on :func:`make_schedule`, global-norm clipping."""
+    o = cfg.optim
+    sched = make_schedule(cfg, total_steps)
     parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip else []
     parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=o.weight_decay))
     return optax.chain(*parts)
@@ -297,6 +335,77 @@ def _prepare_run_dir(out: Path, resume: bool, force: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
+def _has_checkpoint(out: Path) -> bool:
+    d = out / "checkpoints"
+    return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def _is_free(key: str) -> bool:
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_FREE)
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _check_resume_config(
+    out: Path, cfg: RunConfig, force_config: bool, log: Callable[[str], None]
+) -> None:
+    """Refuse to resume with settings that would change the result (before any compute)."""
+    saved = out / "config.yaml"
+    if not saved.is_file():
+        log(f"note: {saved} is missing, so the checkpoint's settings cannot be compared")
+        return
+    try:
+        old = load_config(saved)
+    except ConfigError as e:
+        raise TrainError(f"the run's saved config does not load: {e}") from None
+    changed = [
+        (k, a, b)
+        for k, a, b in config_changes(old, cfg)
+        if not _is_free(k) and k not in RESUME_LENGTH
+    ]
+    if not changed:
+        return
+    what = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, a, b in changed)
+    if not force_config:
+        raise ConfigChanged(
+            f"{out}: cannot resume with settings that change the result ({what}). Resume "
+            "with the run's settings (its config.yaml), or add --force-config to continue "
+            "with the new ones (the run then mixes both)."
+        )
+    log(f"--force-config: continuing with changed settings: {what}")
+
+
+def _batch_digest(h: Any, plan: Plan, examples: Sequence[Example], step: int) -> None:
+    """Fold what step ``step`` trains on (tokens, loss mask, packing) into the hash ``h``.
+
+    Checkpoints store the digest of every step they have trained, so a resume verifies the
+    data itself: a changed data file or generator, tokenizer or order is caught even when
+    the config text is unchanged.
+    """
+    for row in plan.steps[step]:
+        for i in row:
+            h.update(np.asarray(examples[i].tokens, np.int32).tobytes())
+            h.update(np.asarray(examples[i].loss_mask, np.int8).tobytes())
+            h.update(b"|")
+        h.update(b"/")
+    h.update(b"#")
+
+
+def _write_val(out: Path, cfg: RunConfig, val_records: Sequence[Record]) -> Path | None:
+    """The held-out records as JSONL, so ``cotune eval --data`` has the run's own split."""
+    if cfg.data.val is not None:
+        return Path(cfg.data.val)
+    if not val_records:
+        return None
+    p = out / "val.jsonl"
+    p.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in val_records), encoding="utf-8"
+    )
+    return p
+
+
 def _model_meta(model: Any) -> dict[str, Any]:
     meta = {
         k: v
@@ -324,6 +433,9 @@ class TrainResult:
     tokens_per_s: float | None = None
     trained_tokens_per_s: float | None = None
     stopped_early: bool = False
+    resumed_from: int | None = None  # the checkpoint step this session started at
+    already_complete: bool = False  # resumed a run that had reached its last step
+    val_path: Path | None = None  # held-out records (for `cotune eval --data`)
 
 
 # --------------------------------------------------------------------------- train
@@ -341,6 +453,8 @@ def train(
     val_fn: ValFn | None = None,
     stop_after: int | None = None,
     progress: bool = True,
+    force_config: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Supervised fine-tuning of ``cfg.model`` (or ``model``) on the configured data.
 
@@ -348,12 +462,33 @@ def train(
     (default: :func:`answer_accuracy` via :mod:`cotune.generate` when it exists). ``stop_after``
     ends the session after that many optimizer steps (as an interruption would), leaving a
     checkpoint to ``resume`` from.
+
+    ``resume`` continues from the newest usable checkpoint and says from which step (through
+    ``log``; default: printed when ``progress``). Settings outside :data:`RESUME_FREE` must
+    match the run's config.yaml (:class:`ConfigChanged` otherwise, unless ``force_config``).
+    A larger ``train.steps`` extends the run: the steps already trained must have had the
+    same batches (checked), and the learning rate follows the schedule of the new total from
+    the resume step on. A run already at its last step returns ``already_complete``.
     """
+    if log is None:
+        from rich.console import Console
+
+        console = Console(quiet=not progress)
+
+        def log(msg: str) -> None:
+            # messages quote settings and paths: `[...]` is text here, not rich markup
+            console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
     maybe_initialize_distributed()
     check_mesh(cfg.mesh, cfg.train.batch_size)  # a ConfigError before any compute
     enable_compilation_cache()
     out = Path(out_dir)
     _prepare_run_dir(out, resume, force)
+    resuming = resume and _has_checkpoint(out)
+    if resuming:
+        _check_resume_config(out, cfg, force_config, log)  # before the model is loaded
+    elif resume:
+        log(f"--resume: no checkpoint in {out / 'checkpoints'} yet; starting at step 0")
 
     if model is None:
         from cotune.model import load
@@ -394,7 +529,10 @@ def train(
     )
     trainable = shard_state(trainable, mesh)
     frozen = shard_state(frozen, mesh)
+    # Built for this session's total: on an extended run the schedule is that of the new
+    # length, evaluated from the restored update count on.
     tx = make_optimizer(cfg, total)
+    sched = make_schedule(cfg, total)  # the same schedule, to report and log the rate
     opt_state = _replicate_loose(tx.init(trainable), mesh)
     step_fn = make_train_step(
         graphdef,
@@ -407,16 +545,50 @@ def train(
     start = 0
     best_acc: float | None = None
     best_step: int | None = None
-    if resume and ckpts.latest_step() is not None:
-        trainable, opt_state, meta = ckpts.restore(trainable, opt_state)
-        if meta.get("plan") != fp:
-            raise TrainError(
-                f"{out}: the data order differs from the checkpointed run (plan {meta.get('plan')}"
-                f" vs {fp}); same config and data are needed to resume"
-            )
-        start = int(meta["step"])
+    digest = hashlib.sha256()
+    resumed_from: int | None = None
+    if resuming and ckpts.latest_step() is not None:
+        try:
+            trainable, opt_state, meta = ckpts.restore(trainable, opt_state)
+            start = int(meta["step"])
+            _check_resumable(out, plan, examples, meta, start, digest, force_config, log)
+        except BaseException:
+            ckpts.close()
+            raise
+        resumed_from = start
         best_acc, best_step = meta.get("best_accuracy"), meta.get("best_step")
+        if start == total:
+            ckpts.close()
+            log(f"{out}: already complete at step {start} of {total}; nothing to train")
+            return TrainResult(
+                run_dir=out,
+                model=_updated(model, module, trainable),
+                steps=start,
+                final_loss=meta.get("loss"),
+                best_step=best_step,
+                best_accuracy=best_acc,
+                resumed_from=start,
+                already_complete=True,
+                val_path=_val_path(out, cfg),
+            )
+        old_total = int(meta.get("total_steps") or total)
+        lr_now = float(sched(start))
+        if old_total != total:
+            old = make_schedule(cfg, old_total)
+            was = (
+                f"the {old_total}-step schedule had ended at {float(old(old_total - 1)):.3g}"
+                if start >= old_total
+                else f"the {old_total}-step schedule had {float(old(start)):.3g} there"
+            )
+            log(
+                f"changing the run's length from {old_total} to {total} steps: steps "
+                f"1-{start} keep their batches (checked); the learning rate follows the "
+                f"{total}-step schedule from step {start + 1} on: {lr_now:.3g} there ({was}), "
+                f"then down to {float(sched(total - 1)):.3g} at step {total}"
+            )
+        log(f"resuming {out} from step {start} of {total} (learning rate {lr_now:.3g})")
     (out / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
+    val_path = _write_val(out, cfg, val_records)
     (out / "run.json").write_text(
         json.dumps(
             {
@@ -473,10 +645,12 @@ def train(
         return {
             "step": step,
             "plan": fp,
+            "batches": digest.hexdigest(),  # of steps 1..step: what a resume must match
             "examples_seen": step * plan.rows_per_micro,
             "best_accuracy": best_acc,
             "best_step": best_step,
             "total_steps": total,
+            "loss": last_loss,
         }
 
     try:
@@ -490,6 +664,7 @@ def train(
                 arrays = put_batch(batch.arrays(), mesh)
                 t0 = time.perf_counter()
                 trainable, opt_state, loss, gnorm = step_fn(trainable, opt_state, frozen, arrays)
+                _batch_digest(digest, plan, examples, step)
                 loss_f = float(loss)
                 dt = time.perf_counter() - t0
                 if not math.isfinite(loss_f):
@@ -513,6 +688,7 @@ def train(
                         loss=loss_f,
                         grad_norm=float(gnorm),
                         step_time_s=dt,
+                        lr=float(sched(step)),
                         tokens=batch.n_tokens,
                         trained_tokens=batch.n_trained,
                         tokens_per_s=batch.n_tokens / dt,
@@ -556,7 +732,63 @@ def train(
         tokens_per_s=tok_count / t_run if t_run else None,
         trained_tokens_per_s=trained_count / t_run if t_run else None,
         stopped_early=stopped,
+        resumed_from=resumed_from,
+        val_path=val_path,
     )
+
+
+def _check_resumable(
+    out: Path,
+    plan: Plan,
+    examples: Sequence[Example],
+    meta: dict[str, Any],
+    start: int,
+    digest: Any,
+    force_config: bool,
+    log: Callable[[str], None],
+) -> None:
+    """The checkpoint at ``start`` was trained on this plan's first ``start`` batches.
+
+    Folds those batches into ``digest`` (which the session then continues). A checkpoint
+    past the plan's end cannot be continued: shortening a run would need the weights of an
+    earlier step, which only an older checkpoint may hold.
+    """
+    total = len(plan)
+    if start > total:
+        raise TrainError(
+            f"{out}: the checkpoint is at step {start}, past this config's {total} steps; a "
+            f"run cannot be shortened (set train.steps >= {start}, or start over with --force)"
+        )
+    for s in range(start):
+        _batch_digest(digest, plan, examples, s)
+    if "batches" in meta:
+        same = meta["batches"] == digest.hexdigest()
+    else:  # a checkpoint from before batch digests: its whole plan's order fingerprint
+        old_total = int(meta.get("total_steps") or total)
+        same = old_total <= total and fingerprint(plan.steps[:old_total]) == meta.get("plan")
+    if same:
+        return
+    msg = (
+        f"{out}: the batches of steps 1-{start} differ from those the checkpoint was trained "
+        "on (training data, tokenization or data order changed)"
+    )
+    if not force_config:
+        raise TrainError(
+            msg + "; resume with the same data, or add --force-config to continue anyway"
+        )
+    log(f"--force-config: {msg}; continuing at step {start + 1} of the new plan")
+
+
+def _val_path(out: Path, cfg: RunConfig) -> Path | None:
+    if cfg.data.val is not None:
+        return Path(cfg.data.val)
+    p = out / "val.jsonl"
+    return p if p.is_file() else None
+
+
+def _updated(model: Any, module: Any, trainable: Any) -> Any:
+    nnx.update(module, trainable)
+    return _with_module(model, module)
 
 
 def _maybe_best(metrics, step, best_acc, best_step, ckpts, trainable, logger):
