@@ -98,6 +98,8 @@ class DataCfg(_Strict):
     difficulty: list[Int] | None = Field(None, min_length=1)
     # Levels of the quickstart's generated test sets; None = the training `difficulty`.
     test_difficulty: list[Int] | None = Field(None, min_length=1)
+    # Shape of the arithmetic in generated traces (cotune.data.steps; docs/recipe.md).
+    style: Literal["small", "compact"] = "small"
 
     @field_validator("difficulty", "test_difficulty")
     @classmethod
