@@ -29,18 +29,23 @@ class FakeModel:
 
     def __init__(self) -> None:
         self.tokenizer = tiny_tokenizer()
+        self.meta: dict = {}
 
 
 @pytest.fixture()
 def fake_generate(monkeypatch):
+    """Stands in for cotune.generate.generate with exactly its keywords (no **kwargs), so an
+    option generate does not take fails here as it would on a real model."""
     calls: list[dict] = []
 
-    def generate(model, prompts, *, max_new_tokens, temperature, top_k, top_p, seed, template,
-                 schema, few_shot=None):  # fmt: skip
-        calls.append({"prompts": list(prompts), "seed": seed, "few_shot": few_shot,
-                      "temperature": temperature, "template": template})  # fmt: skip
+    def generate(model, prompts, *, max_new_tokens, temperature, top_k, top_p, seed,
+                 stop_strings):  # fmt: skip
+        texts = [model.tokenizer.decode(ids) for ids in prompts]  # the prompt the model sees
+        calls.append({"prompts": texts, "seed": seed, "stop_strings": stop_strings,
+                      "temperature": temperature})  # fmt: skip
         outs = []
-        for q in prompts:
+        for text in texts:
+            q = text.rsplit("Question: ", 1)[1].strip()  # the evaluated question, after shots
             if "10 - 7" in q:  # a rambling completion that runs into the token limit
                 outs.append("<reasoning>" + "10 - 7 = 3 and " * 40)
             elif "3 * 3" in q and seed % 2:  # odd seeds get it wrong
@@ -61,8 +66,13 @@ def test_generation_path(fake_generate, tmp_path):
                    few_shot=2, batch_size=2, progress=False, seed=10)  # fmt: skip
     # 2 samples x 2 batches; seeds differ per sample and batch
     assert [c["seed"] for c in fake_generate] == [10, 11, 1_000_013, 1_000_014]
-    assert fake_generate[0]["prompts"] == ["What is 2 + 2?", "What is 3 * 3?"]
-    assert fake_generate[0]["few_shot"][0][0] == "What is 12 * 4?"
+    first = fake_generate[0]["prompts"]
+    assert [t.rsplit("Question: ", 1)[1] for t in first] == ["What is 2 + 2?\nmodel\n",
+                                                             "What is 3 * 3?\nmodel\n"]  # fmt: skip
+    # the two few-shot examples, worked in the tags schema, come before the question
+    assert first[0].index("Question: What is 12 * 4?\n<reasoning>") < first[0].index("2 + 2")
+    assert "Question: Sam has 23 marbles" in first[0]
+    assert fake_generate[0]["stop_strings"] == ["</answer>"]
     m = rep.metrics
     assert (m["n_examples"], m["n_completions"], m["samples_per_example"]) == (3, 6, 2)
     # a: right twice; b: seed 10 right, seed 1_000_013 wrong; c: truncated, last number 3
@@ -117,7 +127,7 @@ def test_tiny_model_end_to_end(tmp_path):
 
 
 def test_cli_model_mode(fake_generate, tmp_path, monkeypatch):
-    monkeypatch.setattr("cotune.model.load", lambda name: FakeModel())  # skip building weights
+    monkeypatch.setattr("cotune.runs.resolve", lambda spec, which, dtype: FakeModel())
     data = tmp_path / "data.csv"
     data.write_text("id,question,answer,task\na,What is 2 + 2?,4,arith\nc,What is 10 - 7?,3,sub\n")
     shots = tmp_path / "train.jsonl"
@@ -134,7 +144,41 @@ def test_cli_model_mode(fake_generate, tmp_path, monkeypatch):
     assert rep["meta"]["few_shot_examples"] == [{"id": "t", "question": "What is 5 + 5?",
                                                  "answer": "10"}]  # fmt: skip
     assert "Question: What is 5 + 5?" in rep["meta"]["prompt_example"]
-    assert fake_generate[0]["few_shot"] == [("What is 5 + 5?", "5 + 5 = 10", "10")]
-    assert fake_generate[0]["template"] == "plain"
+    shown = fake_generate[0]["prompts"][0]
+    assert shown.startswith("Think step by step")  # the plain template: no chat turns
+    assert (
+        "Question: What is 5 + 5?\n<reasoning>5 + 5 = 10</reasoning>\n<answer>10</answer>" in shown
+    )
     assert rep["metrics"]["accuracy_strict"] == 0.5 and rep["metrics"]["truncated"] == 1
     assert (tmp_path / "o" / "accuracy_by_task.png").is_file()
+
+
+def test_few_shot_on_a_real_tiny_model(tmp_path):
+    """Few-shot prompts reach the real generator as the ids the report describes."""
+    from cotune.eval.run import BUILTIN_SHOTS, prompt_ids
+    from cotune.generate import generate
+    from cotune.model import load_tiny
+
+    model = load_tiny()
+    rep = evaluate(model, RECORDS[:2], few_shot=2, max_new_tokens=8, progress=False)
+    assert rep.meta["few_shot"] == 2 and rep.meta["few_shot_source"] == "builtin"
+    assert "Question: What is 12 * 4?\n<reasoning>" in rep.meta["prompt_example"]
+    shots = [(s.question, s.reasoning, s.answer) for s in BUILTIN_SHOTS[:2]]
+    ids = [prompt_ids(model.tokenizer, r.question, template="chat", schema="tags", shots=shots)
+           for r in RECORDS[:2]]  # fmt: skip
+    zero = prompt_ids(model.tokenizer, RECORDS[0].question, template="chat", schema="tags",
+                      shots=[])  # fmt: skip
+    assert len(ids[0]) > len(zero) + 40  # the worked examples are in the prompt
+    want = generate(model, ids, max_new_tokens=8, stop_strings=["</answer>"])
+    assert [row.samples[0].completion for row in rep.rows] == want
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in RECORDS[:2]))
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny", "--data", str(data), "--out",
+                                   str(tmp_path / "o"), "--few-shot", "2", "--max-new-tokens",
+                                   "8", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    got = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert got["meta"]["few_shot"] == 2
+    assert [e["id"] for e in got["meta"]["few_shot_examples"]] == ["builtin-shot-1",
+                                                                   "builtin-shot-2"]  # fmt: skip

@@ -72,8 +72,10 @@ def test_cli_run_resume_and_refusals(cfg_file, tmp_path) -> None:
     assert meta["steps"] == 4 and len(meta["evals"]) == 3  # step 0, 2, 4
 
     # the trained policy loads back from the run folder
-    model = grpo.load_rl_run(out)
-    assert grpo.has_lora(model)
+    from cotune.runs import resolve
+
+    model = resolve(out)
+    assert grpo.has_lora(model) and model.meta["step"] == 4
 
 
 @pytest.mark.slow

@@ -8,9 +8,11 @@ _allocator.tune()  # before JAX starts its threads: see cotune/allocator.py
 
 
 def __getattr__(name: str):
-    """``cotune.load`` without importing JAX on ``import cotune`` (keeps the CLI fast)."""
+    """``cotune.load(spec, which="best", dtype=None)``: :func:`cotune.runs.resolve`, the
+    resolver every command uses (a preset, weights, a run, quickstart or checkpoint folder).
+    Looked up lazily so ``import cotune`` does not import JAX (keeps the CLI fast)."""
     if name == "load":
-        from cotune.model import load
+        from cotune.runs import resolve
 
-        return load
+        return resolve
     raise AttributeError(f"module 'cotune' has no attribute {name!r}")

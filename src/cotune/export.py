@@ -48,7 +48,6 @@ __all__ = [
     "OutputExists",
     "export",
     "merge_lora",
-    "resolve_model",
     "lora_adapters",
     "chat_template",
     "modelfile_text",
@@ -247,21 +246,6 @@ def merge_lora(model: Any, *, alpha: float | None = None) -> Any:
     if merged:
         meta["lora_merged"] = len(merged)
     return Model(plain, model.tokenizer, model.config, model.name, meta)
-
-
-# --------------------------------------------------------------------------- resolving
-
-
-def resolve_model(spec: str, which: str = "best") -> Any:
-    """A run folder (``runs/NAME``: base + trained LoRA), a preset or a weights path."""
-    p = Path(spec).expanduser()
-    if p.is_dir() and (p / "config.yaml").is_file() and (p / "run.json").is_file():
-        from cotune.train import load_run
-
-        return load_run(p, which=which, merged=False)
-    from cotune.model import load
-
-    return load(spec)
 
 
 # --------------------------------------------------------------------------- templates
@@ -587,8 +571,8 @@ def export(
 ) -> Path:
     """Merge any LoRA into ``model`` and write it to the folder ``out``.
 
-    ``model``: a :class:`cotune.model.Model` (with or without Qwix LoRA) or a string for
-    :func:`resolve_model` (run folder, preset, weights path). ``format="safetensors"`` writes
+    ``model``: a :class:`cotune.model.Model` (with or without Qwix LoRA); for a run folder,
+    preset or weights path, load it first with ``cotune.load(spec)``. ``format="safetensors"`` writes
     an HF folder and returns it; ``format="gguf"`` writes ``out/model.gguf`` + ``out/Modelfile``
     and returns the ``.gguf`` path. ``quant="q8_0"`` is GGUF-only. An existing non-empty
     ``out`` is refused unless ``force``; nothing appears at ``out`` unless the export finished.
@@ -604,8 +588,10 @@ def export(
     out = Path(out).expanduser()
     if out.exists() and not force and not (out.is_dir() and not any(out.iterdir())):
         raise OutputExists(f"{out}: already exists (pass --force / force=True to overwrite)")
-    if isinstance(model, str | Path):
-        model = resolve_model(str(model))
+    if isinstance(model, str | Path):  # resolving a spec is cotune.runs' job, a floor above
+        raise TypeError(
+            f"export() takes a loaded model; use export(cotune.load({str(model)!r}), ...)"
+        )
     model = merge_lora(model)
     info = _export_info(model, format, dtype, quant)
     with _staging(out, force) as tmp:

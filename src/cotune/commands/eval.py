@@ -17,10 +17,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cotune.commands._model import WHICH_HELP, load_model
 from cotune.config import EvalCfg
 from cotune.outputs import atomic_dir, check_output
 
 _GEN_ONLY = (
+    "which",
     "samples",
     "temperature",
     "top_k",
@@ -70,8 +72,10 @@ def _summary(report_dict: dict[str, Any], console: Console) -> None:
 
 def eval_cmd(
     model: Annotated[
-        str | None, typer.Option(help="Model preset or path to generate with.")
+        str | None,
+        typer.Option(help="Model to generate with: preset, weights, run or quickstart folder."),
     ] = None,
+    which: Annotated[str | None, typer.Option(help=WHICH_HELP)] = None,
     data: Annotated[
         Path | None, typer.Option(help="Gold records: canonical or id,question,answer; JSONL/CSV.")
     ] = None,
@@ -266,12 +270,7 @@ def _run_model(v: dict[str, Any], console: Console) -> None:
     pool = load_records(v["few_shot_data"]) if v["few_shot_data"] else None
     if pool is not None and not v["few_shot"]:
         _fail("--few-shot-data given without --few-shot N")
-    from cotune.model import load
-
-    try:
-        m = load(v["model"])
-    except (NotImplementedError, FileNotFoundError, OSError) as e:
-        _fail(f"--model {v['model']}: {e}")
+    m = load_model(v["model"], v["which"] or "best", "eval")
     report = evaluate(
         m,
         records,
@@ -290,6 +289,7 @@ def _run_model(v: dict[str, Any], console: Console) -> None:
         progress=not v["quiet"],
         meta={
             "model": v["model"],
+            "model_resolved": m.meta.get("resolved"),
             "data": str(v["data"]),
             "few_shot_data": str(v["few_shot_data"]) if v["few_shot_data"] else None,
         },

@@ -7,30 +7,22 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cotune.commands._model import WHICH_HELP, load_model
 from cotune.outputs import check_output
-
-
-def _train_error() -> type[Exception]:
-    """``cotune.train``'s error for bad run folders, if that package is present."""
-    try:
-        from cotune.train.sft import TrainError
-    except ImportError:
-        return ValueError
-    return TrainError
 
 
 def export(
     model: str = typer.Option(
         ...,
         "--model",
-        help="run folder (runs/NAME), model preset (gemma3-270m, tiny) or weights path",
+        help="run or quickstart folder (runs/NAME), checkpoint folder, preset or weights path",
     ),
     format: str = typer.Option("safetensors", "--format", help="safetensors (HF folder) or gguf"),
     dtype: str = typer.Option("f32", "--dtype", help="f32, f16 or bf16 (tensor dtype written)"),
     quant: str | None = typer.Option(None, "--quant", help="q8_0 (GGUF only): quantize matrices"),
     out: Path = typer.Option(..., "--out", help="output folder (created; refused if it exists)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
-    which: str = typer.Option("best", "--which", help="for a run folder: best or last checkpoint"),
+    which: str = typer.Option("best", "--which", help=WHICH_HELP),
     check: int = typer.Option(
         0, "--check", help="reload the export and compare greedy answers on N fixed questions"
     ),
@@ -53,17 +45,18 @@ def export(
             raise ex.ExportError(f"--quant must be one of {', '.join(ex.QUANTS)}, got {quant!r}")
         if q is not None and fmt != "gguf":
             raise ex.ExportError("--quant needs --format gguf (safetensors holds plain floats)")
-        if which not in ("best", "last"):
-            raise ex.ExportError(f"--which must be best or last, got {which!r}")
         check_output(out, "dir", force=force, inputs=[model if Path(model).exists() else None])
-        console.print(f"loading [bold]{model}[/] ...")
-        m = ex.resolve_model(model, which=which)
+    except (ValueError, FileExistsError) as e:
+        console.print(f"[red]cotune export: {e}[/]")
+        raise typer.Exit(2) from None
+    m = load_model(model, which, "export", console=console)
+    try:
         n = len(ex.lora_adapters(m.module))
         console.print(f"merging {n} LoRA adapters" if n else "no LoRA adapters: exporting as is")
         merged = ex.merge_lora(m)
         with console.status(f"writing {fmt} ({q or dtype}) to {out} ..."):
             path = ex.export(merged, out, format=fmt, dtype=dtype, quant=q, force=force)
-    except (ValueError, FileNotFoundError, FileExistsError, _train_error()) as e:
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
         console.print(f"[red]cotune export: {e}[/]")
         raise typer.Exit(2) from None
     except OSError as e:  # writing failed (disk full, ...); --out was left as it was

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from cotune import format as fmt
+from cotune.commands._model import WHICH_HELP, load_model
 
-
-def _load(model: str):
-    from cotune.model import WeightsError, load
-
-    try:
-        return load(model)
-    except (FileNotFoundError, WeightsError, ValueError) as e:
-        Console(stderr=True).print(f"[red]cotune: cannot load model[/red] {e}")
-        raise typer.Exit(2) from None
+MODEL_HELP = "Preset, weights (.gguf, HF folder), run, quickstart or checkpoint folder."
 
 
 def generate(
     prompt: str = typer.Argument(..., help="The question (or raw text with --raw)."),
-    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Preset name or local path."),
+    model: str = typer.Option("gemma3-270m", "--model", "-m", help=MODEL_HELP),
+    which: str = typer.Option("best", "--which", help=WHICH_HELP),
     max_new_tokens: int = typer.Option(128, "--max-new-tokens", "-n", min=1),
     raw: bool = typer.Option(False, "--raw", help="No prompt template, no stop strings."),
     temperature: float = typer.Option(0.0, min=0.0),
@@ -54,7 +49,7 @@ def generate(
             shown = ", ".join(str(c) for c in choices if c is not None)
             Console(stderr=True).print(f"[red]cotune generate: {flag} {value!r}: use {shown}[/red]")
             raise typer.Exit(2)
-    m = _load(model)
+    m = load_model(model, which, "generate")
     (g,) = generate_detailed(
         m,
         [prompt],
@@ -72,7 +67,8 @@ def generate(
 
 
 def chat(
-    model: str = typer.Option("gemma3-270m", "--model", "-m", help="Preset name or local path."),
+    model: str = typer.Option("gemma3-270m", "--model", "-m", help=MODEL_HELP),
+    which: str = typer.Option("best", "--which", help=WHICH_HELP),
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1),
     temperature: float = typer.Option(0.0, min=0.0),
     schema: str = typer.Option("tags", help="Output schema: tags or plain."),
@@ -81,8 +77,8 @@ def chat(
     from cotune.generate import generate_detailed
 
     console = Console()
-    m = _load(model)
-    console.print(f"[bold]cotune chat[/bold] with {m.name} — empty line or Ctrl-D to quit.")
+    m = load_model(model, which, "chat")
+    console.print(f"[bold]cotune chat[/bold] with {escape(model)} — empty line or Ctrl-D to quit.")
     while True:
         try:
             question = console.input("[bold cyan]you> [/bold cyan]").strip()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -57,3 +58,19 @@ def quickstart(
     except (ConfigError, ValueError, OSError, TrainError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+    typer.echo("\nnext, with the fine-tuned model (its best checkpoint):")
+    for line in next_commands(out):
+        typer.echo(f"  {line}")
+
+
+def next_commands(out: Path) -> list[str]:
+    """Commands to copy after a quickstart into ``out``: every one resolves the folder to its
+    fine-tuned model (``out/sft``, best checkpoint) through :mod:`cotune.runs`."""
+    q = shlex.quote
+    gguf = Path(f"{out}-gguf")
+    return [
+        f"cotune chat --model {q(str(out))}",
+        f"cotune eval --model {q(str(out))} --data {q(str(out / 'data' / 'test.jsonl'))} "
+        f"--out {q(str(out / 'eval_best'))}",
+        f"cotune export --model {q(str(out))} --format gguf --out {q(str(gguf))}",
+    ]

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from cotune.commands._model import WHICH_HELP, load_model
 from cotune.config import ConfigError, RunConfig, load_config
 from cotune.outputs import check_output, set_aside
 
@@ -86,7 +87,10 @@ def load_rl_records(cfg: RunConfig) -> tuple[list[dict], list[dict]]:
 
 def rl(
     config: Path = typer.Option(..., "--config", help="run config YAML (see configs/rl.yaml)"),
-    init: str = typer.Option(..., "--init", help="SFT run folder, or a model preset (e.g. tiny)"),
+    init: str = typer.Option(
+        ..., "--init", help="model to start from: SFT run or quickstart folder, or a preset (tiny)"
+    ),
+    which: str = typer.Option("best", "--which", help="for an --init run folder: " + WHICH_HELP),
     out: Path = typer.Option(..., "--out", help="run folder to write"),
     resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
     force: bool = typer.Option(False, "--force", help="overwrite an existing run folder"),
@@ -105,11 +109,13 @@ def rl(
             exists_hint="use --resume to continue it or --force to start over",
         )  # fmt: skip
         train, held = load_rl_records(cfg)
-        console.print(f"loading [bold]{init}[/] ...")
-        model = grpo.resolve_init(init)
     except (ConfigError, FileExistsError, ValueError, FileNotFoundError) as e:
         console.print(f"[red]cotune rl: {e}[/]")
         raise typer.Exit(2) from None
+    model = load_model(init, which, "rl", console=console)
+    # rl.json records exactly what was loaded (an absolute checkpoint path for a run), so the
+    # RL run rebuilds from any working directory and names the SFT step it started from
+    init = model.meta.get("resolved", init)
     train_ex = grpo.make_examples(train, model, cfg)
     held_ex = grpo.make_examples(held, model, cfg)
     console.print(

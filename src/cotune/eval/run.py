@@ -11,7 +11,6 @@ report records exactly which prompt was used.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from cotune.format import (
     normalize_answer,
     prompt_segments,
     prompt_text,
+    stop_strings,
 )
 
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -130,6 +130,21 @@ def _length_fn(tokenizer: Any) -> tuple[LengthFn, str]:
     return (lambda s: len(tokenizer.encode(s))), "tokens"
 
 
+def prompt_ids(
+    tokenizer: Any,
+    question: str,
+    *,
+    template: Template,
+    schema: Schema,
+    shots: list[tuple[str, str, str]],
+) -> list[int]:
+    """The evaluated prompt, few-shot examples included, as ids: built by
+    :func:`cotune.format.prompt_segments` (the same builder the report's ``prompt_example``
+    shows), with one BOS and Gemma's control tokens as ids."""
+    segs = prompt_segments(question, template=template, schema=schema, few_shot=shots)
+    return tokenizer.encode_segments(segs, add_bos=True)
+
+
 def _generate_all(
     model: Any,
     records: Sequence[EvalRecord],
@@ -137,27 +152,25 @@ def _generate_all(
     samples: int,
     shots: list[tuple[str, str, str]],
     gen_kwargs: dict[str, Any],
+    template: Template,
+    schema: Schema,
     batch_size: int,
     progress: bool,
 ) -> tuple[list[list[str]], list[list[bool | None]]]:
-    """Generate ``samples`` completions per record in batches, with a rich progress bar."""
+    """Generate ``samples`` completions per record in batches, with a rich progress bar.
+
+    Prompts go to the generator as token ids built here, so the prompt scored is exactly the
+    one recorded in the report; as ids carry no schema, the schema's stop strings go with them.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from cotune.generate import generate
 
-    params = inspect.signature(generate).parameters
-    accepted = set(params) if not _takes_kwargs(params) else set(gen_kwargs) | {"few_shot"}
-    # Unset options the generator does not know are dropped; a set one is an error, so a
-    # report never claims a template or sampling setting that generation did not use.
-    unknown = [k for k, v in gen_kwargs.items() if k not in accepted and v is not None]
-    if unknown:
-        raise ValueError(f"cotune.generate.generate does not accept {unknown}")
-    kwargs = {k: v for k, v in gen_kwargs.items() if k in accepted}
-    if shots:
-        if "few_shot" not in accepted:
-            raise ValueError("cotune.generate.generate does not accept few_shot prompts")
-        kwargs["few_shot"] = shots
-    tok = getattr(model, "tokenizer", None)
+    tok = model.tokenizer
+    prompts = [
+        prompt_ids(tok, r.question, template=template, schema=schema, shots=shots) for r in records
+    ]
+    kwargs = {**gen_kwargs, "stop_strings": stop_strings(schema)}
     max_new = gen_kwargs["max_new_tokens"]
     comps: list[list[str]] = [[] for _ in records]
     limits: list[list[bool | None]] = [[] for _ in records]
@@ -172,22 +185,16 @@ def _generate_all(
         task = bar.add_task("generating", total=total)
         for k in range(samples):
             for b, start in enumerate(range(0, len(records), batch_size)):
-                batch = records[start : start + batch_size]
-                seed = gen_kwargs.get("seed", 0) + 1_000_003 * k + b
-                outs = generate(model, [r.question for r in batch], **{**kwargs, "seed": seed})
+                batch = prompts[start : start + batch_size]
+                seed = gen_kwargs["seed"] + 1_000_003 * k + b
+                outs = generate(model, batch, **{**kwargs, "seed": seed})
                 for j, text in enumerate(outs):
                     comps[start + j].append(text)
                     # generate() returns text only; a completion as long as the token
                     # budget is taken to have hit it.
-                    limits[start + j].append(
-                        None if tok is None else len(tok.encode(text)) >= max_new
-                    )
+                    limits[start + j].append(len(tok.encode(text)) >= max_new)
                 bar.advance(task, len(batch))
     return comps, limits
-
-
-def _takes_kwargs(params: Mapping[str, inspect.Parameter]) -> bool:
-    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _align(name: str, records: Sequence[EvalRecord], given: Any) -> list[list[Any]]:
@@ -260,8 +267,6 @@ def evaluate(
             "top_k": top_k,
             "top_p": top_p,
             "seed": seed,
-            "template": template,
-            "schema": schema,
         }
         comps, flags = _generate_all(
             model_or_none,
@@ -269,6 +274,8 @@ def evaluate(
             samples=samples,
             shots=shot_tuples,
             gen_kwargs=gen_kwargs,
+            template=template,
+            schema=schema,
             batch_size=batch_size,
             progress=progress,
         )

@@ -647,22 +647,38 @@ def _save(mgr, trainer: GRPOTrainer) -> None:
     )
 
 
-def _restore(mgr, trainer: GRPOTrainer, quarantine: bool = True) -> bool:
+def _restore(mgr, trainer: GRPOTrainer, quarantine: bool = True, step: int | None = None) -> bool:
+    """Load the newest usable checkpoint (damaged ones skipped with a warning), or exactly
+    ``step`` (a :class:`~cotune.train.checkpoint.CheckpointError` if it is missing or damaged)."""
     import orbax.checkpoint as ocp
 
-    from cotune.train.checkpoint import restore_first_good  # skips damaged steps, warns
+    from cotune.train.checkpoint import (  # skips damaged steps, warns
+        CheckpointError,
+        restore_first_good,
+        step_dir,
+        verify_step,
+    )
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, trainer.state_dict())
-    found = restore_first_good(
-        mgr,
-        lambda step: mgr.restore(
-            step,
+
+    def one(s: int):
+        return mgr.restore(
+            s,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
             ),
-        ),
-        quarantine=quarantine,
-    )
+        )
+
+    if step is None:
+        found = restore_first_good(mgr, one, quarantine=quarantine)
+    elif step not in mgr.all_steps():
+        have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
+        raise CheckpointError(f"{mgr.directory}: no checkpoint at step {step} (steps: {have})")
+    else:
+        problem = verify_step(step_dir(mgr, step))
+        if problem is not None:
+            raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
+        found = (step, one(step))
     if found is None:
         return False
     got = found[1]
@@ -801,40 +817,27 @@ def train_grpo(
     return RLResult(trainer.history, model, out)
 
 
-def load_rl_run(run_dir: str | Path, load_init: Callable[[str], Model] | None = None) -> Model:
-    """The policy of a finished (or interrupted) RL run: its init model + latest LoRA."""
+def load_rl_run(
+    run_dir: str | Path, load_init: Callable[[str], Model], step: int | None = None
+) -> Model:
+    """The policy of a finished (or interrupted) RL run: its init model + trained LoRA.
+
+    ``load_init`` turns the run's recorded ``init`` (a preset, a run folder, a checkpoint
+    folder) into a model: :func:`cotune.runs.resolve`, which sits above this package.
+    ``step``: that checkpoint instead of the latest.
+    """
     from cotune.config import load_config
 
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "rl.json").read_text(encoding="utf-8"))
     cfg = load_config(run_dir / "config.yaml")
-    model = (load_init or resolve_init)(meta["init"])
-    model = ensure_lora(model, cfg.lora, cfg.rl.seed)
+    model = ensure_lora(load_init(meta["init"]), cfg.lora, cfg.rl.seed)
     trainer = GRPOTrainer(model, cfg, [Example([0], {"answer": ""})], sample_fn=reference_sampler)
-    if not _restore(_checkpointer(run_dir, cfg.rl.keep_checkpoints), trainer, False):
+    if not _restore(_checkpointer(run_dir, cfg.rl.keep_checkpoints), trainer, False, step):
         raise FileNotFoundError(f"{run_dir}/checkpoints: no checkpoint to load")
+    ckpt = run_dir / "checkpoints" / str(trainer.step)
+    model.meta.update(run=str(run_dir), step=trainer.step, checkpoint=str(ckpt))
     return model
-
-
-def resolve_init(init: str) -> Model:
-    """``--init``: an SFT run folder (``cotune.train.load_run``) or a model preset name."""
-    from cotune.model import load
-
-    p = Path(init)
-    if p.is_dir():
-        if (p / "rl.json").is_file():
-            return load_rl_run(p)
-        try:
-            from cotune.train import load_run
-        except ImportError as e:
-            raise ValueError(
-                f"--init {init}: a run folder, but cotune.train is not installed"
-            ) from e
-        return load_run(p)
-    try:
-        return load(init)
-    except NotImplementedError as e:
-        raise ValueError(f"--init {init}: neither a run folder nor a loadable preset ({e})") from e
 
 
 def copy_tree_fresh(out: Path, force: bool, resume: bool) -> None:

@@ -17,8 +17,8 @@ def train(*args: Any, **kwargs: Any) -> Any:
     return _train(*args, **kwargs)
 
 
-def load_run(run_dir: Any, which: str = "best", merged: bool = False) -> Any:
+def load_run(run_dir: Any, which: str | int = "best", merged: bool = False, **kwargs: Any) -> Any:
     """Base model + trained weights of a run folder (see :func:`cotune.train.sft.load_run`)."""
     from cotune.train.sft import load_run as _load_run
 
-    return _load_run(run_dir, which=which, merged=merged)
+    return _load_run(run_dir, which=which, merged=merged, **kwargs)

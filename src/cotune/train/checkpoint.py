@@ -379,22 +379,36 @@ class RunCheckpoints:
         self.best.close()
 
 
-def restore_params(ckpt_dir: str | Path, trainable: nnx.State) -> tuple[nnx.State, dict]:
-    """Trained params (and meta) of the newest usable checkpoint under ``ckpt_dir`` (no
-    optimizer). Damaged steps are skipped with a warning but left in place (read-only)."""
+def restore_params(
+    ckpt_dir: str | Path, trainable: nnx.State, step: int | None = None
+) -> tuple[nnx.State, dict]:
+    """Trained params (and meta) of a checkpoint under ``ckpt_dir`` (no optimizer).
+
+    Without ``step``: the newest usable one; damaged steps are skipped with a warning but left
+    in place (read-only). With ``step``: exactly that one, or :class:`CheckpointError`.
+    """
     mgr = ocp.CheckpointManager(Path(ckpt_dir).resolve())
-    try:
-        found = restore_first_good(
-            mgr,
-            lambda step: mgr.restore(
-                step,
-                args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
-                    meta=ocp.args.JsonRestore(),
-                ),
+
+    def one(s: int) -> Any:
+        return mgr.restore(
+            s,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
+                meta=ocp.args.JsonRestore(),
             ),
-            quarantine=False,
         )
+
+    try:
+        if step is None:
+            found = restore_first_good(mgr, one, quarantine=False)
+        elif step not in mgr.all_steps():
+            have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
+            raise CheckpointError(f"{ckpt_dir}: no checkpoint at step {step} (steps: {have})")
+        else:
+            problem = verify_step(step_dir(mgr, step))
+            if problem is not None:
+                raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
+            found = (step, one(step))
     finally:
         mgr.close()
     if found is None:

@@ -19,7 +19,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -848,38 +848,84 @@ def dry_run(cfg: RunConfig, tokenizer: Any, train_records: Sequence[Record]) -> 
 # --------------------------------------------------------------------------- load_run
 
 
-def load_run(run_dir: str | Path, which: str = "best", merged: bool = False) -> Any:
+def load_run(
+    run_dir: str | Path,
+    which: str | int = "best",
+    merged: bool = False,
+    dtype: str | None = None,
+) -> Any:
     """Rebuild base model + trained weights of a run for generation.
 
-    ``which``: ``"best"`` (best validation accuracy; falls back to the latest checkpoint when
-    there is none) or ``"last"``. ``merged=True`` folds LoRA into the base weights (a plain
-    Tunix Gemma3, no Qwix interception at generation time).
+    ``which``: ``"best"`` (best validation accuracy; the latest checkpoint when the run has no
+    best/ yet), ``"last"`` (the latest checkpoint) or a step number (found in checkpoints/ or
+    best/). ``dtype`` overrides the run's ``model.dtype`` for the base weights. ``merged=True``
+    folds LoRA into the base weights (a plain Tunix Gemma3, no Qwix interception at generation
+    time). The model's ``meta`` names the run, the step and the checkpoint folder restored.
     """
-    from cotune.model import load
-
     run = Path(run_dir)
-    if not (run / "config.yaml").is_file():
-        raise TrainError(f"{run}: not a cotune run folder (no config.yaml)")
+    if not (run / "config.yaml").is_file() or not (run / "run.json").is_file():
+        raise TrainError(f"{run}: not a cotune run folder (expected config.yaml and run.json)")
     cfg = load_config(run / "config.yaml")
     info = json.loads((run / "run.json").read_text(encoding="utf-8"))
-    name = info["model"].get("name") or cfg.model.name
-    if name == "tiny":
-        model = load("tiny", seed=int(info["model"]["meta"].get("seed", 0)))
-    else:
-        model = load(name, dtype=cfg.model.dtype)
+    src = _checkpoint_folder(run, which)
+    model = _load_base(info["model"], cfg, dtype)
     module = model.module
     if cfg.lora.enabled:
         module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
     filt = lora_lib.trainable_filter(cfg.lora.enabled)
     trainable = nnx.state(module, filt)
-    src = run / "best"
-    if which != "best" or not (src.is_dir() and any(p.name.isdigit() for p in src.iterdir())):
-        src = run / "checkpoints"
-    params, _ = restore_params(src, trainable)
+    params, meta = restore_params(src, trainable, step=which if isinstance(which, int) else None)
     nnx.update(module, params)
-    out = _with_module(model, module)
+    step = int(meta["step"])
+    out = replace(
+        model,
+        module=module,
+        meta={**model.meta, "run": str(run), "step": step, "checkpoint": str(src / str(step))},
+    )
     if merged and cfg.lora.enabled:
         from cotune.export import merge_lora  # the one LoRA merge in cotune
 
         out = merge_lora(out, alpha=cfg.lora.alpha)
     return out
+
+
+def run_steps(run: Path) -> dict[str, list[int]]:
+    """Checkpoint steps of a run folder: ``{"checkpoints": [...], "best": [...]}``."""
+    return {
+        sub: sorted(int(p.name) for p in (run / sub).iterdir() if p.is_dir() and p.name.isdigit())
+        if (run / sub).is_dir()
+        else []
+        for sub in ("checkpoints", "best")
+    }
+
+
+def _checkpoint_folder(run: Path, which: str | int) -> Path:
+    """The Orbax folder ``which`` restores from, or a TrainError naming what the run holds."""
+    steps = run_steps(run)
+    held = "; ".join(f"{k}/: {', '.join(map(str, v)) or 'empty'}" for k, v in steps.items())
+    if isinstance(which, int):
+        for sub in ("checkpoints", "best"):
+            if which in steps[sub]:
+                return run / sub
+        raise TrainError(f"{run}: no checkpoint at step {which} ({held})")
+    if which not in ("best", "last"):
+        raise ValueError(f"which must be 'best', 'last' or a step number, got {which!r}")
+    if which == "best" and steps["best"]:
+        return run / "best"
+    if not steps["checkpoints"]:
+        raise TrainError(f"{run}: a run folder with no checkpoint yet ({held})")
+    return run / "checkpoints"
+
+
+def _load_base(info: dict[str, Any], cfg: RunConfig, dtype: str | None) -> Any:
+    """The base model a run started from, as its run.json recorded it."""
+    from cotune.model import PRESETS, load
+
+    name, meta = info.get("name"), info.get("meta") or {}
+    if name == "tiny":
+        return load("tiny", seed=int(meta.get("seed", 0)))
+    dtype = dtype or cfg.model.dtype
+    source = meta.get("source")
+    if name in PRESETS or not source:
+        return load(name or cfg.model.name, dtype=dtype)
+    return load(source, dtype=dtype)  # a path: the model's name is only the folder's name
