@@ -308,6 +308,44 @@ def test_rl_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatch) 
     assert (kept / "rl.json").read_text() == "old\n"
 
 
+def test_train_out_checked_before_any_work(ws) -> None:
+    """A file as the run folder, the config inside the folder it would replace, and an
+    existing run without --resume/--force: all exit 2 with nothing touched."""
+    f = ws.root / "a-file"
+    f.write_text("keep\n")
+    r = cli("train", "--config", TINY, "--out", f)
+    assert r.exit_code == 2 and "expected a folder" in said(r), r.output
+    run = ws.root / "run"
+    run.mkdir()
+    cfg = run / "config.yaml"
+    cfg.write_text(TINY.read_text())
+    before = snapshot(ws.root)
+    r = cli("train", "--config", cfg, "--out", run, "--force")
+    assert r.exit_code == 2 and "input" in said(r), r.output
+    r = cli("train", "--config", TINY, "--out", run)
+    assert r.exit_code == 2 and "--resume" in said(r), r.output
+    assert snapshot(ws.root) == before
+
+
+def test_train_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatch) -> None:
+    from cotune.train import sft
+
+    out = ws.root / "run"
+    out.mkdir()
+    (out / "run.json").write_text("old\n")
+
+    def crash(cfg, out, **kw):
+        Path(out).mkdir()
+        (Path(out) / "metrics.jsonl").write_text("partial\n")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sft, "train", crash)
+    r = cli("train", "--config", TINY, "--out", out, "--force")
+    assert r.exit_code == 1 and "previous run is kept" in said(r), r.output
+    (kept,) = [p for p in ws.root.iterdir() if p.name.startswith(".run.old-")]
+    assert (kept / "run.json").read_text() == "old\n"
+
+
 def test_quickstart_crash_leaves_the_old_results(ws, monkeypatch) -> None:
     from cotune import quickstart as qs
 

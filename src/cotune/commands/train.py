@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -87,6 +89,11 @@ def _next_commands(out: Path, val_path: Path | None) -> None:
         console.print(f"  {cmd}", soft_wrap=True, highlight=False, markup=False)
 
 
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
+
+
 def _error(prefix: str, e: BaseException | str) -> None:
     """One message per line, never parsed as rich markup (errors quote `[...]` freely)."""
     for line in str(e).splitlines() or [""]:
@@ -126,23 +133,42 @@ def train(
     if force_config and not resume:
         _error("cotune train:", "--force-config only applies with --resume")
         raise typer.Exit(2)
+    from cotune.outputs import OutputError, check_output, set_aside
     from cotune.train.checkpoint import CheckpointError
     from cotune.train.sft import ConfigChanged, TrainError
 
+    if not dry_run:
+        # Before any compute: the run folder must be writable, never one of the inputs, and
+        # an existing run is continued (--resume) or replaced only once the new one is done.
+        inputs = [config, cfg.data.val, *(s.path for s in cfg.data.train if s.path)]
+        try:
+            check_output(
+                out,
+                "dir",
+                force=force or resume,
+                inputs=inputs,
+                in_place=resume,
+                exists_hint="use --resume to continue it or --force to start over",
+            )
+        except OutputError as e:
+            _error("cotune train:", e)
+            raise typer.Exit(2) from None
+    old: Path | None = None
     try:
         if dry_run:
             _dry_run(cfg, str(out or config))
             return
         from cotune.train.sft import train as run_train
 
-        res = run_train(
-            cfg,
-            out,
-            resume=resume,
-            force=force,
-            force_config=force_config,
-            log=lambda m: console.print(m, soft_wrap=True, highlight=False, markup=False),
-        )
+        with set_aside(out) if force and not resume else _nothing() as old:
+            res = run_train(
+                cfg,
+                out,
+                resume=resume,
+                force=force,
+                force_config=force_config,
+                log=lambda m: console.print(m, soft_wrap=True, highlight=False, markup=False),
+            )
     except ConfigError as e:  # the mesh does not fit this machine
         _error("config error:", e)
         raise typer.Exit(2) from None
@@ -151,6 +177,8 @@ def train(
         raise typer.Exit(2) from None
     except (TrainError, CheckpointError, ValueError, OSError) as e:
         _error("cotune train:", e)
+        if old is not None:
+            _error("cotune train:", f"the previous run is kept in {old}")
         raise typer.Exit(1) from None
     if res.already_complete:
         # train() has said "already complete at step N"; here: how to go on

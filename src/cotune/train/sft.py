@@ -146,6 +146,7 @@ def load_records(cfg: RunConfig) -> tuple[list[Record], list[Record]]:
                     n=src.n or 1000,
                     seed=cfg.data.seed + k,
                     difficulty=cfg.data.difficulty,
+                    style=cfg.data.style,
                 )
             ]
         train.extend(recs)
