@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup llama demo test test-all bench lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -17,17 +17,30 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 setup: $(STAMP)
 
+# The bench extra, with llama-cpp-python built from source for this machine. GGML_NATIVE=OFF
+# builds portable AVX2 kernels and leaves out ggml's AMX matmul, which -march=native turns on
+# for AMX CPUs (Sapphire Rapids) and which segfaulted there on Q8_0 / Q4_K weights
+# (docs/export.md). --no-cache-dir: pip's wheel cache would reuse a build made with other flags.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAVA_BUILD=OFF
+LLAMA_STAMP := $(VENV)/.installed-bench
+
+$(LLAMA_STAMP): pyproject.toml | $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir -e '.[bench]'
+	touch $(LLAMA_STAMP)
+
+llama: setup $(LLAMA_STAMP)
+
 demo: setup
 	$(BIN)/cotune quickstart --force
 
 test: setup
 	$(BIN)/pytest -m "not slow" -q
 
-test-all: setup
-	$(BIN)/pytest -m '' -q
+# thorough: Hypothesis searches randomly with more examples (tests/conftest.py).
+test-all: setup llama
+	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -m '' -q
 
-bench: setup
-	$(BIN)/pip install -q -e '.[bench]'
+bench: setup llama
 	$(BIN)/python -m bench.run
 
 lint: setup

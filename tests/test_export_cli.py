@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,28 @@ def test_cli_gguf_refuse_then_force(tmp_path) -> None:
     assert r.exit_code == 0, r.output
     assert "greedy agreement with the in-memory model: 2/2" in r.output
     assert "f16" in (out / "cotune_export.json").read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "quant", "dtype"),
+    [
+        ([], "q8_0", "f32"),
+        (["--quant", "none"], None, "f32"),
+        (["--dtype", "f16"], None, "f16"),
+        (["--quant", "q8_0", "--dtype", "f16"], "q8_0", "f16"),
+    ],
+)
+def test_cli_gguf_default_is_q8_0(tmp_path, args, quant, dtype) -> None:
+    import gguf
+
+    out = tmp_path / "g"
+    r = run("--model", "tiny", "--format", "gguf", "--out", str(out), *args)
+    assert r.exit_code == 0, r.output
+    info = json.loads((out / "cotune_export.json").read_text())
+    assert (info["quant"], info["dtype"]) == (quant, dtype)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out / ex.GGUF_NAME).tensors}
+    want = "Q8_0" if quant else dtype.upper()
+    assert types["blk.0.ffn_down.weight"] == want and types["output_norm.weight"] == "F32"
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,14 @@ from cotune.commands._model import WHICH_HELP, load_model
 from cotune.outputs import check_output
 
 
+def _quant(quant: str | None, fmt: str, dtype: str | None) -> str | None:
+    """GGUF is written as Q8_0 unless --quant none or a float --dtype is asked for: a quarter
+    of the f32 size, and llama.cpp decodes it like cotune does (docs/export.md)."""
+    if quant is None:
+        return "q8_0" if fmt == "gguf" and dtype is None else None
+    return None if quant.lower() in ("", "none") else quant.lower()
+
+
 def export(
     model: str = typer.Option(
         ...,
@@ -18,8 +26,14 @@ def export(
         help="run or quickstart folder (runs/NAME), checkpoint folder, preset or weights path",
     ),
     format: str = typer.Option("safetensors", "--format", help="safetensors (HF folder) or gguf"),
-    dtype: str = typer.Option("f32", "--dtype", help="f32, f16 or bf16 (tensor dtype written)"),
-    quant: str | None = typer.Option(None, "--quant", help="q8_0 (GGUF only): quantize matrices"),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="f32 (default), f16 or bf16: dtype of the float tensors written"
+    ),
+    quant: str | None = typer.Option(
+        None,
+        "--quant",
+        help="GGUF matrices: q8_0 (the GGUF default unless --dtype is given) or none (floats)",
+    ),
     out: Path = typer.Option(..., "--out", help="output folder (created; refused if it exists)"),
     force: bool = typer.Option(False, "--force", help="replace an existing output folder"),
     which: str = typer.Option("best", "--which", help=WHICH_HELP),
@@ -35,7 +49,8 @@ def export(
 
     console = Console(stderr=True)
     fmt = format.lower()
-    q = None if quant in (None, "", "none") else quant.lower()
+    q = _quant(quant, fmt, dtype)
+    dtype = dtype or "f32"
     try:
         if fmt not in ex.FORMATS:
             raise ex.ExportError(f"--format must be one of {', '.join(ex.FORMATS)}, got {format!r}")
