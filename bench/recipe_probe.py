@@ -4,11 +4,16 @@ validation questions, write ``bench/results/recipe/<name>.json``.
 Validation only: the questions come from their own seed and never from the test seeds the
 quickstart reports on, so choosing a recipe here does not peek at the test sets.
 
-    python -m bench.recipe_probe --name place-d12 --style place --steps 150
-    python -m bench.recipe_probe --name small-d12 --style small --steps 150 --set optim.lr=2e-3
+    python -m bench.recipe_probe --name NAME --style compact --steps 150 \
+        --val-file bench/results/recipe/val.jsonl --set eval.max_new_tokens=160
+    python -m bench.recipe_probe --name NAME --style small --steps 400 \
+        --val-file bench/results/recipe/val.jsonl --set format.max_seq_len=384 \
+        --set train.batch_size=3 --set eval.max_new_tokens=256
+    python -m bench.recipe_probe --table     # the Markdown table of every row
 
-Each variant sees the same validation questions (same seed, same tasks, same difficulty);
-only the reasoning text the model is trained on differs between trace styles.
+With ``--val-file`` every variant is scored on the same frozen validation questions (their
+records are also removed from the training pool); without it they are generated from
+``VAL_SEED`` with the variant's own style and tasks.
 """
 
 from __future__ import annotations
