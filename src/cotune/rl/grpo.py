@@ -652,12 +652,7 @@ def _restore(mgr, trainer: GRPOTrainer, quarantine: bool = True, step: int | Non
     ``step`` (a :class:`~cotune.train.checkpoint.CheckpointError` if it is missing or damaged)."""
     import orbax.checkpoint as ocp
 
-    from cotune.train.checkpoint import (  # skips damaged steps, warns
-        CheckpointError,
-        restore_first_good,
-        step_dir,
-        verify_step,
-    )
+    from cotune.train.checkpoint import restore_step  # skips damaged steps, warns
 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, trainer.state_dict())
 
@@ -669,16 +664,7 @@ def _restore(mgr, trainer: GRPOTrainer, quarantine: bool = True, step: int | Non
             ),
         )
 
-    if step is None:
-        found = restore_first_good(mgr, one, quarantine=quarantine)
-    elif step not in mgr.all_steps():
-        have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
-        raise CheckpointError(f"{mgr.directory}: no checkpoint at step {step} (steps: {have})")
-    else:
-        problem = verify_step(step_dir(mgr, step))
-        if problem is not None:
-            raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
-        found = (step, one(step))
+    found = restore_step(mgr, one, step, quarantine=quarantine)
     if found is None:
         return False
     got = found[1]

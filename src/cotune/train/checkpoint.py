@@ -245,6 +245,21 @@ def _quarantine(mgr: ocp.CheckpointManager, step: int) -> Path | None:
     return dst
 
 
+def restore_step(mgr: Any, one: Any, step: int | None, *, quarantine: bool) -> Any:
+    """``(step, restored)`` for the requested ``step``, or the newest good checkpoint when
+    ``step`` is None (``restore_first_good``); a missing or damaged requested step raises
+    :class:`CheckpointError` naming the steps there are. SFT and RL restore through this."""
+    if step is None:
+        return restore_first_good(mgr, one, quarantine=quarantine)
+    if step not in mgr.all_steps():
+        have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
+        raise CheckpointError(f"{mgr.directory}: no checkpoint at step {step} (steps: {have})")
+    problem = verify_step(step_dir(mgr, step))
+    if problem is not None:
+        raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
+    return step, one(step)
+
+
 def restore_first_good(
     mgr: ocp.CheckpointManager,
     restore_one: Callable[[int], T],
@@ -399,16 +414,7 @@ def restore_params(
         )
 
     try:
-        if step is None:
-            found = restore_first_good(mgr, one, quarantine=False)
-        elif step not in mgr.all_steps():
-            have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
-            raise CheckpointError(f"{ckpt_dir}: no checkpoint at step {step} (steps: {have})")
-        else:
-            problem = verify_step(step_dir(mgr, step))
-            if problem is not None:
-                raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
-            found = (step, one(step))
+        found = restore_step(mgr, one, step, quarantine=False)
     finally:
         mgr.close()
     if found is None:
