@@ -141,3 +141,29 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> Non
         train(c, tmp_path / "r", train_records=records(), progress=False)
     steps = [p.name for p in (tmp_path / "r" / "checkpoints").iterdir() if p.name.isdigit()]
     assert steps == ["5"]
+
+
+@pytest.mark.parametrize("train_embedding", [False, True])
+def test_full_finetune_embedding_frozen_unless_asked(tmp_path: Path, train_embedding) -> None:
+    """A full fine-tune trains every decoder weight; the tied embedding only on request, and
+    the reloaded run reproduces the trained model's logits either way."""
+    c = cfg(
+        "lora.enabled=false",
+        "train.steps=4",
+        "optim.lr=1e-3",
+        "train.bf16_matmul=true",
+        f"train.train_embedding={str(train_embedding).lower()}",
+    )
+    base = load("tiny").module
+    before_emb = np.asarray(base.embedder.input_embedding[...]).copy()
+    before_q = np.asarray(base.layers[0].attn.q_einsum.w[...]).copy()
+    res = train(c, tmp_path / "run", train_records=records(), progress=False)
+    m = res.model.module
+    after_emb = np.asarray(m.embedder.input_embedding[...])
+    assert not np.allclose(np.asarray(m.layers[0].attn.q_einsum.w[...]), before_q)
+    assert np.array_equal(after_emb, before_emb) != train_embedding
+    toks = jnp.asarray(np.arange(2, 40, dtype=np.int32)[None])
+    again = load_run(tmp_path / "run", which="last")
+    np.testing.assert_allclose(
+        full_logits(again.module, toks), full_logits(m, toks), rtol=1e-5, atol=1e-5
+    )

@@ -170,6 +170,10 @@ class TrainCfg(_Strict):
     checkpoint_every: Int | None = Field(50, ge=1)
     keep_checkpoints: Int = Field(2, ge=1)
     bf16_matmul: Bool = Field(False, description="bf16 operands, f32 accumulation")
+    # Full fine-tune only (lora.enabled: false). Gemma's tied embedding is most of a small
+    # model (168M of the 270M's 268M parameters): training it triples the cost of the output
+    # projection and the optimizer state, for a vocabulary a reasoning format barely uses.
+    train_embedding: Bool = Field(False, description="full fine-tune: train the tied embedding")
     bucket_multiple: Int = Field(
         64, ge=1, description="trained-position gather bucket is rounded up to this"
     )

@@ -88,14 +88,20 @@ def apply_lora(module: Any, cfg: LoraCfg, seed: int = 0) -> Any:
     return out
 
 
-def trainable_filter(lora_enabled: bool) -> Any:
-    """The NNX filter of trained variables: LoRA params, or every param (full fine-tune)."""
-    return nnx.LoRAParam if lora_enabled else nnx.Param
+def trainable_filter(lora_enabled: bool, train_embedding: bool = False) -> Any:
+    """The NNX filter of trained variables: LoRA params, or every param (full fine-tune), the
+    tied embedding only when ``train_embedding`` (``train.train_embedding``)."""
+    if lora_enabled:
+        return nnx.LoRAParam
+    if train_embedding:
+        return nnx.Param
+    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embedder")))
 
 
-def count_params(module: Any, lora_enabled: bool) -> tuple[int, int]:
+def count_params(module: Any, lora_enabled: bool, train_embedding: bool = False) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
-    tr = sum(x.size for x in jax.tree.leaves(nnx.state(module, trainable_filter(lora_enabled))))
+    filt = trainable_filter(lora_enabled, train_embedding)
+    tr = sum(x.size for x in jax.tree.leaves(nnx.state(module, filt)))
     tot = sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
     return int(tr), int(tot)
 
@@ -283,7 +289,9 @@ def bf16_frozen_weights(frozen: Any) -> Any:
     return jax.tree_util.tree_map_with_path(cast, frozen)
 
 
-def split_for_training(module: Any, lora_enabled: bool, bf16: bool) -> tuple[Any, Any, Any]:
+def split_for_training(
+    module: Any, lora_enabled: bool, bf16: bool, train_embedding: bool = False
+) -> tuple[Any, Any, Any]:
     """``(graphdef, trainable, frozen)`` as the training step takes them.
 
     The graph carries the bf16 projections when ``bf16`` (the module itself is switched back
@@ -291,7 +299,8 @@ def split_for_training(module: Any, lora_enabled: bool, bf16: bool) -> tuple[Any
     (:func:`bf16_frozen_weights`). One place, so benchmarks time what training runs.
     """
     set_bf16_matmul(module, bf16)
-    graphdef, trainable, frozen = nnx.split(module, trainable_filter(lora_enabled), ...)
+    filt = trainable_filter(lora_enabled, train_embedding)
+    graphdef, trainable, frozen = nnx.split(module, filt, ...)
     set_bf16_matmul(module, False)
     if bf16 and lora_enabled:
         frozen = bf16_frozen_weights(frozen)

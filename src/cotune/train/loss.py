@@ -159,26 +159,40 @@ def _embedding_frozen(module: Any) -> bool:
     return bool(jax.tree.leaves(nnx.state(module, nnx.LoRAParam)))
 
 
-def token_losses(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> jax.Array:
+def token_losses(
+    module: Any,
+    mb: dict[str, jax.Array],
+    bf16: bool = False,
+    frozen_embedding: bool | None = None,
+) -> jax.Array:
     """Per-entry cross-entropy ``[K]`` for one micro-batch (``weights`` not applied).
 
     ``mb`` holds ``tokens/positions/segments [B, L]`` and ``gather/labels [K]`` as built by
-    :func:`cotune.train.batches.build_batch`.
+    :func:`cotune.train.batches.build_batch`. ``frozen_embedding``: whether the tied
+    embedding is outside the trained state (LoRA, or a full fine-tune without
+    ``train.train_embedding``); ``None`` infers it from the presence of LoRA adapters.
     """
     mask = attention_mask(mb["segments"], jnp)
     h = hidden_states(module, mb["tokens"], mb["positions"], mask)
     b, n, d = h.shape
     picked = jnp.take(h.reshape(b * n, d), mb["gather"], axis=0)
     if bf16:
-        ce = frozen_projected_ce_bf16 if _embedding_frozen(module) else projected_ce_bf16
+        if frozen_embedding is None:
+            frozen_embedding = _embedding_frozen(module)
+        ce = frozen_projected_ce_bf16 if frozen_embedding else projected_ce_bf16
         return ce(picked, module.embedder.input_embedding[...], mb["labels"])
     logits = output_logits(picked, module.embedder.input_embedding[...], bf16)
     return optax.softmax_cross_entropy_with_integer_labels(logits, mb["labels"])
 
 
-def summed_loss(module: Any, mb: dict[str, jax.Array], bf16: bool = False) -> jax.Array:
+def summed_loss(
+    module: Any,
+    mb: dict[str, jax.Array],
+    bf16: bool = False,
+    frozen_embedding: bool | None = None,
+) -> jax.Array:
     """Sum of weighted token losses of one micro-batch (divide by the step's token count)."""
-    return jnp.sum(token_losses(module, mb, bf16) * mb["weights"])
+    return jnp.sum(token_losses(module, mb, bf16, frozen_embedding) * mb["weights"])
 
 
 def per_example_loss(

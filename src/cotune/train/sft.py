@@ -223,6 +223,7 @@ def make_train_step(
     tx: optax.GradientTransformation,
     bf16: bool,
     shardings: tuple[Any, Any, Any] | None = None,
+    frozen_embedding: bool | None = None,
 ):
     """``step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, loss, grad_norm)``.
 
@@ -233,7 +234,7 @@ def make_train_step(
 
     def loss_sum(trainable: Any, frozen: Any, mb: dict[str, jax.Array]) -> jax.Array:
         module = nnx.merge(graphdef, trainable, frozen)
-        return summed_loss(module, mb, bf16)
+        return summed_loss(module, mb, bf16, frozen_embedding)
 
     grad_fn = jax.value_and_grad(loss_sum)
 
@@ -263,21 +264,6 @@ def make_train_step(
     # step does not recompile for a different layout.
     tr_sh, opt_sh, rep = shardings
     return jax.jit(step, donate_argnums=(0, 1), out_shardings=(tr_sh, opt_sh, rep, rep))
-
-
-def make_eval_loss(graphdef: Any, bf16: bool):
-    """Jitted ``(trainable, frozen, batch) -> (summed loss, token count)`` for validation."""
-
-    def fn(trainable: Any, frozen: Any, batch: dict[str, jax.Array]):
-        module = nnx.merge(graphdef, trainable, frozen)
-
-        def body(tot, mb):
-            return tot + summed_loss(module, mb, bf16), None
-
-        tot, _ = jax.lax.scan(body, jnp.zeros((), jnp.float32), batch)
-        return tot, jnp.sum(batch["weights"])
-
-    return jax.jit(fn)
 
 
 # --------------------------------------------------------------------------- validation
@@ -522,11 +508,12 @@ def train(
     module = model.module
     if cfg.lora.enabled:
         module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
-    n_train, n_total = lora_lib.count_params(module, cfg.lora.enabled)
+    train_emb = not cfg.lora.enabled and cfg.train.train_embedding
+    n_train, n_total = lora_lib.count_params(module, cfg.lora.enabled, train_emb)
 
     mesh = make_mesh(cfg.mesh)
     graphdef, trainable, frozen = lora_lib.split_for_training(
-        module, cfg.lora.enabled, cfg.train.bf16_matmul
+        module, cfg.lora.enabled, cfg.train.bf16_matmul, train_emb
     )
     trainable = shard_state(trainable, mesh)
     frozen = shard_state(frozen, mesh)
@@ -540,6 +527,7 @@ def train(
         tx,
         cfg.train.bf16_matmul,
         shardings=(state_shardings(trainable, mesh), _shardings(opt_state), replicated(mesh)),
+        frozen_embedding=not train_emb,
     )
 
     ckpts = RunCheckpoints(out, keep=cfg.train.keep_checkpoints)
@@ -873,7 +861,9 @@ def load_run(
     module = model.module
     if cfg.lora.enabled:
         module = lora_lib.apply_lora(module, cfg.lora, seed=cfg.train.seed)
-    filt = lora_lib.trainable_filter(cfg.lora.enabled)
+    filt = lora_lib.trainable_filter(
+        cfg.lora.enabled, not cfg.lora.enabled and cfg.train.train_embedding
+    )
     trainable = nnx.state(module, filt)
     params, meta = restore_params(src, trainable, step=which if isinstance(which, int) else None)
     nnx.update(module, params)
