@@ -43,9 +43,11 @@ test-all: setup llama
 bench: setup llama
 	$(BIN)/python -m bench.run
 
+# lint-imports: the one-way import contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

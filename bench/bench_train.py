@@ -19,12 +19,13 @@ from pathlib import Path
 import jax
 
 from cotune.config import load_config
-from cotune.train import lora as lora_lib
+from cotune.lora import apply_lora
+from cotune.runtime import enable_compilation_cache
+from cotune.train.forward import split_for_training
 from cotune.train.mesh import make_mesh, put_batch, replicated, shard_state, state_shardings
 from cotune.train.sft import (
     _replicate_loose,
     _shardings,
-    enable_compilation_cache,
     make_optimizer,
     make_train_step,
     plan_for,
@@ -57,9 +58,9 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
     )
     examples, stats = tokenize(cfg, model.tokenizer, recs)
     plan = plan_for(cfg, examples)
-    module = lora_lib.apply_lora(model.module, cfg.lora)
+    module = apply_lora(model.module, cfg.lora)
     mesh = make_mesh(cfg.mesh)
-    graphdef, trainable, frozen = lora_lib.split_for_training(module, True, bf16)
+    graphdef, trainable, frozen = split_for_training(module, True, bf16)
     trainable, frozen = shard_state(trainable, mesh), shard_state(frozen, mesh)
     tx = make_optimizer(cfg, len(plan))
     opt = _replicate_loose(tx.init(trainable), mesh)

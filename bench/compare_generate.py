@@ -77,7 +77,7 @@ def build_spec(args) -> dict:
     }
 
 
-# "hf" and "cotune" run with cotune's allocator settings (cotune/allocator.py; they speed up
+# "hf" and "cotune" run with cotune's allocator settings (cotune/runtime.py; they speed up
 # torch here too, so HF is measured at its fastest); "hf_glibc" is HF with glibc's default
 # allocator, as its users run it (--with-hf-glibc; bf16 + sdpa only, its best setting).
 _SIDE_ENV = {
@@ -241,7 +241,7 @@ def side_cotune(spec: dict) -> dict:
 
     from cotune.generate import compile_counts, generate_detailed
     from cotune.model import load
-    from cotune.train.sft import enable_compilation_cache
+    from cotune.runtime import enable_compilation_cache
 
     enable_compilation_cache()
     model = load("gemma3-270m")
@@ -270,9 +270,9 @@ def side_cotune(spec: dict) -> dict:
 
 
 def side_hf(spec: dict, configs: list[str] | None = None, prefix: str = "hf") -> dict:
-    from cotune import allocator
+    from cotune import runtime
 
-    allocator.tune()  # if enabled (_SIDE_ENV), before torch starts its threads
+    runtime.tune_malloc()  # if enabled (_SIDE_ENV), before torch starts its threads
     import torch
     from hf_reference import greedy_left_padded  # bench/ is this script's folder
     from transformers import AutoModelForCausalLM

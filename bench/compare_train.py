@@ -49,7 +49,7 @@ def _pairs(model, recs) -> list[tuple[list[int], list[int]]]:
 def side_cotune(steps: int) -> dict:
     from bench.bench_train import records, run
     from cotune.model import load
-    from cotune.train.sft import enable_compilation_cache
+    from cotune.runtime import enable_compilation_cache
 
     enable_compilation_cache()
     model = load("gemma3-270m")
@@ -63,9 +63,9 @@ def side_cotune(steps: int) -> dict:
 
 
 def side_hf(steps: int) -> dict:
-    from cotune import allocator
+    from cotune import runtime
 
-    allocator.tune()  # if enabled (see _SIDE_ENV), before torch starts its threads
+    runtime.tune_malloc()  # if enabled (see _SIDE_ENV), before torch starts its threads
     import torch
 
     from bench.bench_train import records
@@ -86,7 +86,7 @@ def side_hf(steps: int) -> dict:
     return r
 
 
-# The sides a round runs. "hf" gets cotune's allocator settings too (cotune/allocator.py):
+# The sides a round runs. "hf" gets cotune's allocator settings too (cotune/runtime.py):
 # they make torch's step faster here as well, and the reference is HF at its fastest.
 # "hf_glibc" is HF with the default allocator, as most of its users run it (--with-hf-glibc).
 _SIDE_ENV = {

@@ -8,7 +8,7 @@ any step built from XLA products can reach here.
 Prints GFLOP/s, mean of 5 calls after a warm-up; no file is written. ``--decode`` times
 the greedy decode step's products instead, on ``[m, 640]`` hidden states (bf16 unless
 ``--dtype float32``): the output projection against the 270M's 262,144 x 640 table as
-``h @ E.T`` and as the vocabulary-major ``E @ h.T`` that ``cotune.generate._g3_logits``
+``h @ E.T`` and as the vocabulary-major ``E @ h.T`` that ``cotune.generate.gemma3.logits``
 uses, each with and without its greedy argmax; one plain read of the table (what any
 projection must at least spend); and the 18 layers' fused projections as the decoder lays
 them out (q/k/v, output, gate/up, down; ``[out, in]``).
@@ -73,7 +73,7 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
     """Milliseconds per call (median of 7) of the decode step's products."""
     import numpy as np
 
-    from cotune.generate import _argmax
+    from cotune.generate.sampling import argmax
 
     rng = np.random.default_rng(0)
     e = jnp.asarray(rng.standard_normal((v, d), np.float32)).astype(dtype)
@@ -87,13 +87,13 @@ def decode_projection(m: int, v: int = 262_144, d: int = 640, dtype: str = "bflo
     variants = {
         "h @ E.T  [m, V]": jax.jit(lambda h, e: dot(h, e)),
         "E @ h.T  [V, m]": jax.jit(lambda h, e: dot(e, h)),
-        "h @ E.T + argmax": jax.jit(lambda h, e: _argmax(dot(h, e))),
-        "E @ h.T + column argmax": jax.jit(lambda h, e: _argmax(dot(e, h), axis=0)),
+        "h @ E.T + argmax": jax.jit(lambda h, e: argmax(dot(h, e))),
+        "E @ h.T + column argmax": jax.jit(lambda h, e: argmax(dot(e, h), axis=0)),
         "read the table once (a sum: the memory floor)": jax.jit(
             lambda h, e: jnp.sum(e, dtype=jnp.float32)
         ),
     }
-    # the decoder's per-layer weights (generate._g3_fuse): [out, in], 18 distinct layers,
+    # the decoder's per-layer weights (cotune.generate.gemma3.fuse): [out, in], 18 distinct layers,
     # passed as an argument (closed over, jit would compile 200 MB of them in as constants)
     shapes = [(1536, d), (d, 1024), (4096, d), (d, 2048)]
     layers = [

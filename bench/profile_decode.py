@@ -16,11 +16,25 @@ from __future__ import annotations
 import argparse
 import time
 
-from cotune import generate as gen
 from cotune.data.generators import TASKS
 from cotune.data.generators import generate as make_records
+from cotune.generate import encode_prompts, gemma3, generate_detailed, kv_cache
+from cotune.generate.caches import decoder_parts
 from cotune.model import load
-from cotune.train.sft import enable_compilation_cache
+from cotune.runtime import enable_compilation_cache
+
+
+def cut_logits(w, h):
+    """The same product over 4,096 vocabulary rows instead of 262,144."""
+    return gemma3.logits({"emb": w.get("emb_out", w["emb"])[:4096]}, h)
+
+
+def cut_attention(w, x, q, keys, values, mask):
+    """Attention over the first 16 cache slots only."""
+    k_layout, v_layout = kv_cache.layouts(keys.dtype)
+    keys = kv_cache.first_slots(keys, k_layout, 16)
+    values = kv_cache.first_slots(values, v_layout, 16)
+    return gemma3.attend(w, x, q, keys, values, mask[..., :16])
 
 
 def main() -> None:
@@ -31,39 +45,25 @@ def main() -> None:
     enable_compilation_cache()
     model = load("gemma3-270m")
     recs = make_records(list(TASKS), args.batch, seed=0)
-    ids = gen.encode_prompts(model, [r.question for r in recs])
-    full_logits, full_rest = gen._g3_logits, gen._g3_rest
-
-    def cut_logits(w, h):  # same product, 4,096 vocabulary rows instead of 262,144
-        return full_logits({"emb": w.get("emb_out", w["emb"])[:4096]}, h)
-
-    def cut_attention(w, x, q, keys, values, mask):  # the first 16 cache slots only
-        k_layout, v_layout = gen._kv_layout(keys.dtype)
-        keys = gen._first_slots(keys, k_layout, 16)
-        values = gen._first_slots(values, v_layout, 16)
-        return full_rest(w, x, q, keys, values, mask[..., :16])
+    ids = encode_prompts(model, [r.question for r in recs])
 
     def run(n: int) -> float:
         t = time.perf_counter()
-        gen.generate_detailed(
-            model, ids, max_new_tokens=n, stop_strings=[], compute_dtype=args.dtype
-        )
+        generate_detailed(model, ids, max_new_tokens=n, stop_strings=[], compute_dtype=args.dtype)
         return time.perf_counter() - t
 
     variants = {
-        "whole step": (full_logits, full_rest),
-        "projection cut to 4,096 rows": (cut_logits, full_rest),
-        "attention cut to 16 cache slots": (full_logits, cut_attention),
+        "whole step": {},
+        "projection cut to 4,096 rows": {"logits": cut_logits},
+        "attention cut to 16 cache slots": {"attend": cut_attention},
     }
-    for name, (logits, rest) in variants.items():
-        gen._g3_logits, gen._g3_rest = logits, rest
-        gen._G3_JITTED.clear()  # recompile with this variant
-        run(128)
-        run(1)
-        t1, t128 = min(run(1) for _ in range(2)), min(run(128) for _ in range(2))
+    for name, parts in variants.items():
+        with decoder_parts(**parts):  # compiled once per variant
+            run(128)
+            run(1)
+            t1, t128 = min(run(1) for _ in range(2)), min(run(128) for _ in range(2))
         step_ms = (t128 - t1) / 127 * 1e3
         print(f"{name}: {step_ms:.1f} ms per step; prefill + 1 token {t1:.2f} s", flush=True)
-    gen._g3_logits, gen._g3_rest = full_logits, full_rest
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ output projection + loss alone, with materialized ``[512, 262144]`` logits and s
 over the vocabulary; the step's gradient with adapters on attention only (what the MLP
 adapters cost); and the decoder's forward+backward without any adapters (what all of them
 cost). Next to each time: the minor page faults of one call (``getrusage``), which
-``COTUNE_MALLOC_TUNING=0`` brings back (cotune/allocator.py):
+``COTUNE_MALLOC_TUNING=0`` brings back (cotune/runtime.py):
 
     .venv/bin/python -m bench.profile_train [--f32]
     COTUNE_MALLOC_TUNING=0 .venv/bin/python -m bench.profile_train
@@ -24,11 +24,12 @@ import numpy as np
 from flax import nnx
 
 from cotune.config import load_config
+from cotune.lora import apply_lora
 from cotune.model import load
-from cotune.train import lora as lora_lib
+from cotune.runtime import enable_compilation_cache
+from cotune.train import forward
 from cotune.train.batches import attention_mask
 from cotune.train.loss import frozen_projected_ce_bf16, projected_ce_bf16, summed_loss
-from cotune.train.sft import enable_compilation_cache
 
 
 def main() -> None:
@@ -37,8 +38,8 @@ def main() -> None:
     bf16 = not ap.parse_args().f32
     enable_compilation_cache()
     base = load("gemma3-270m").module
-    module = lora_lib.apply_lora(base, load_config(None).lora)
-    gd, tr, fr = lora_lib.split_for_training(module, True, bf16)
+    module = apply_lora(base, load_config(None).lora)
+    gd, tr, fr = forward.split_for_training(module, True, bf16)
     b, t, k = 8, 128, 512
     rng = np.random.default_rng(0)
     mb = {
@@ -53,7 +54,7 @@ def main() -> None:
     def hidden(tr, fr, mb):
         m = nnx.merge(gd, tr, fr)
         mask = attention_mask(mb["segments"], jnp)
-        return lora_lib.hidden_states(m, mb["tokens"], mb["positions"], mask).sum()
+        return forward.hidden_states(m, mb["tokens"], mb["positions"], mask).sum()
 
     def loss(tr, fr, mb):
         return summed_loss(nnx.merge(gd, tr, fr), mb, bf16)
@@ -67,8 +68,8 @@ def main() -> None:
     attn_only = load_config(None).lora.model_copy(
         update={"targets": ".*q_einsum|.*kv_einsum|.*attn_vec_einsum"}
     )
-    gd_a, tr_a, fr_a = lora_lib.split_for_training(  # adapters on the base model, not on top
-        lora_lib.apply_lora(base, attn_only), True, bf16
+    gd_a, tr_a, fr_a = forward.split_for_training(  # adapters on the base model, not on top
+        apply_lora(base, attn_only), True, bf16
     )
 
     def loss_attn(tr, fr, mb):
@@ -76,16 +77,16 @@ def main() -> None:
 
     # No adapters: the base model's decoder, differentiated w.r.t. the pre-attention norm
     # scales so the backward still runs through every layer.
-    lora_lib.set_bf16_matmul(base, bf16)
+    forward.set_bf16_matmul(base, bf16)
     norms = nnx.All(nnx.Param, nnx.PathContains("pre_attention_norm"))
     gd_n, tr_n, fr_n = nnx.split(base, norms, ...)
-    lora_lib.set_bf16_matmul(base, False)
-    fr_n = lora_lib.bf16_frozen_weights(fr_n) if bf16 else fr_n
+    forward.set_bf16_matmul(base, False)
+    fr_n = forward.bf16_frozen_weights(fr_n) if bf16 else fr_n
 
     def hidden_base(tr, fr, mb):
         m = nnx.merge(gd_n, tr, fr)
         mask = attention_mask(mb["segments"], jnp)
-        return lora_lib.hidden_states(m, mb["tokens"], mb["positions"], mask).sum()
+        return forward.hidden_states(m, mb["tokens"], mb["positions"], mask).sum()
 
     pieces = {
         "hidden forward": (jax.jit(hidden), (tr, fr, mb)),

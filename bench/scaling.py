@@ -39,7 +39,7 @@ def peak_rss_mb(code: str) -> float:
 
     From ``VmHWM`` in ``/proc/self/status``, which belongs to the child's own address space:
     ``ru_maxrss`` survives fork + exec, so a child of a large parent reported the parent's
-    peak (both rows read 6,053 MB once the parent held its heap, cotune/allocator.py).
+    peak (both rows read 6,053 MB once the parent held its heap, cotune/runtime.py).
     """
     tail = (
         "\nfor line in open('/proc/self/status'):\n"

@@ -15,7 +15,7 @@ import cotune.model as cm
 from cotune import export as ex
 from cotune.config import LoraCfg
 from cotune.generate import encode_prompts, generate
-from cotune.train.lora import apply_lora
+from cotune.lora import apply_lora, lora_adapters, merge_lora
 
 PROMPTS = [f"What is {i} + {3 * i + 1}?" for i in range(20)]
 NEW = 12
@@ -87,7 +87,7 @@ def reference_greedy(model: cm.Model, prompts: list[str], n: int) -> list[list[i
 def models():
     base = _conditioned_tiny()
     lora = _with_lora(base)
-    merged = ex.merge_lora(lora)
+    merged = merge_lora(lora)
     return base, lora, merged
 
 
@@ -98,8 +98,8 @@ def merged_gens(models):
 
 def test_merge_equals_lora_and_lora_matters(models) -> None:
     base, lora, merged = models
-    assert len(ex.lora_adapters(lora.module)) == 2 * 6  # 2 layers x (q, kv, o, gate, up, down)
-    assert ex.lora_adapters(merged.module) == []
+    assert len(lora_adapters(lora.module)) == 2 * 6  # 2 layers x (q, kv, o, gate, up, down)
+    assert lora_adapters(merged.module) == []
     assert type(merged.module).__name__ == "Gemma3" and not hasattr(
         type(merged.module), "_unquantized_type"
     )
@@ -117,7 +117,7 @@ def test_merge_equals_lora_and_lora_matters(models) -> None:
 def test_merge_scale_comes_from_the_qwix_provider(models) -> None:
     _, lora, merged = models
     # alpha=8, rank=4 found on the provider; forcing alpha=4 halves every delta
-    half = ex.merge_lora(lora, alpha=4.0)
+    half = merge_lora(lora, alpha=4.0)
     base_w = cm.convert.flat_state(models[0].module)
     key = ("layers", 1, "attn", "kv_einsum", "w")
     full_d = cm.convert.flat_state(merged.module)[key] - base_w[key]

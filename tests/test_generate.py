@@ -10,13 +10,15 @@ from flax import nnx
 
 from cotune import format as fmt
 from cotune.generate import (
-    _find_stop,
     bucket_len,
     compile_counts,
     encode_prompts,
+    gemma3,
     generate,
     generate_detailed,
 )
+from cotune.generate.host import find_stop
+from cotune.generate.sampling import argmax, nan_rows, pick
 from cotune.model import load
 
 
@@ -102,9 +104,7 @@ def test_bfloat16_kv_cache_equals_bfloat16_recomputation(model):
 
 def test_tunix_layer_path_equals_full_forward(model, monkeypatch):
     """Models other than Tunix's Gemma 3 decode through Tunix's own layers."""
-    import cotune.generate as gen
-
-    monkeypatch.setattr(gen, "_g3_static", lambda module: None)
+    monkeypatch.setattr(gemma3, "facts", lambda module: None)
     tok = model.tokenizer
     prompts = [[tok.bos_id, *tok.encode(t)] for t in ("12 + 7 =", "the total cost of it all")]
     got = generate_detailed(model, prompts, max_new_tokens=20, stop_strings=[])
@@ -113,6 +113,58 @@ def test_tunix_layer_path_equals_full_forward(model, monkeypatch):
         model, prompts, max_new_tokens=20, stop_strings=[], compute_dtype="bfloat16"
     )
     assert all(1 <= len(g.token_ids) <= 20 for g in low)  # bf16 output projection runs
+
+
+def test_gemma2_decodes_through_tunix_layers_as_its_full_forward():
+    """Tunix's Gemma 2 (local sliding + global layers, soft caps) has no cotune decoder of
+    its own: the Tunix-layer path must window by position although prompts are left-padded."""
+    from tunix.models.gemma import model as gemma
+
+    from cotune.model import Model, _randomize, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    local, wide = gemma.AttentionType.LOCAL_SLIDING, gemma.AttentionType.GLOBAL
+    cfg = gemma.ModelConfig(
+        num_layers=2,
+        num_embed=tok.vocab_size,
+        embed_dim=64,
+        hidden_dim=128,
+        num_heads=2,
+        head_dim=32,
+        num_kv_heads=1,
+        final_logit_softcap=30.0,
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
+        attention_types=[local, wide],
+        attn_logits_soft_cap=50.0,
+        sliding_window_size=16,
+    )
+    module = gemma.Gemma(cfg, rngs=nnx.Rngs(0))
+    _randomize(module, 3)
+    g2 = Model(module, tok, cfg, "tiny-gemma2")
+    assert gemma3.facts(module) is None
+    prompts = [[tok.bos_id, *tok.encode(t)] for t in ("12 + 7 =", "the total cost of it all")]
+    got = generate_detailed(g2, prompts, max_new_tokens=20, stop_strings=[])
+    assert [g.token_ids for g in got] == [reference_greedy(g2, p, 20) for p in prompts]
+
+
+def test_decoder_parts_swap_a_piece_and_put_it_back(model):
+    """The profiling surface bench/profile_decode.py uses: a cut output projection only
+    reaches the first rows of the vocabulary; leaving the block restores the decoder."""
+    from cotune.generate.caches import decoder_parts
+
+    def first_rows(w, h):
+        return gemma3.logits({"emb": w.get("emb_out", w["emb"])[:40]}, h)
+
+    prompts = ["What is 2 + 3?", "the price of apples"]
+    before = generate_detailed(model, prompts, max_new_tokens=8, stop_strings=[])
+    with decoder_parts(logits=first_rows):
+        cut = generate_detailed(model, prompts, max_new_tokens=8, stop_strings=[])
+    after = generate_detailed(model, prompts, max_new_tokens=8, stop_strings=[])
+    assert all(t < 40 for g in cut for t in g.token_ids)
+    assert (
+        [g.token_ids for g in after] == [g.token_ids for g in before] != [g.token_ids for g in cut]
+    )
 
 
 def test_batch_size_split_gives_same_tokens(model):
@@ -164,14 +216,14 @@ def test_max_new_tokens_and_stop_strings(model):
 
 
 def test_closing_tag_stops_are_kept_others_dropped():
-    assert _find_stop(
+    assert find_stop(
         "<reasoning>x</reasoning><answer>4</answer> junk", fmt.stop_strings("tags")
     ) == (
         len("<reasoning>x</reasoning><answer>4</answer>"),
         "</answer>",
     )
-    assert _find_stop("Answer: 4\n\nQuestion: next", fmt.stop_strings("plain")) == (9, "\n\n")
-    assert _find_stop("nothing here", ["</answer>"]) is None
+    assert find_stop("Answer: 4\n\nQuestion: next", fmt.stop_strings("plain")) == (9, "\n\n")
+    assert find_stop("nothing here", ["</answer>"]) is None
 
 
 def test_streaming_deltas_add_up_to_the_text(model):
@@ -211,8 +263,6 @@ def test_bad_arguments_are_refused(model):
 def test_chunked_argmax_equals_jnp_argmax_on_either_axis(chunk):
     """The greedy pick, row-major [B, V] and vocabulary-major [V, B]: first maximum on
     ties, as jnp.argmax."""
-    from cotune.generate import _argmax
-
     rng = np.random.default_rng(0)
     v, b = 4 * 256, 7
     logits = rng.standard_normal((v, b)).astype(np.float32)
@@ -223,8 +273,8 @@ def test_chunked_argmax_equals_jnp_argmax_on_either_axis(chunk):
     logits[0, 6] = 99.0  # first entry of the first chunk
     want = np.asarray(jnp.argmax(jnp.asarray(logits.T), axis=-1))
     assert want[1:].tolist() == [0, 300, 5, int(want[4]), v - 1, 0]
-    columns = _argmax(jnp.asarray(logits), axis=0, chunk=chunk)
-    rows = _argmax(jnp.asarray(logits.T), chunk=chunk)
+    columns = argmax(jnp.asarray(logits), axis=0, chunk=chunk)
+    rows = argmax(jnp.asarray(logits.T), chunk=chunk)
     assert np.asarray(columns).tolist() == want.tolist()
     assert np.asarray(rows).tolist() == want.tolist()
 
@@ -232,8 +282,6 @@ def test_chunked_argmax_equals_jnp_argmax_on_either_axis(chunk):
 @pytest.mark.parametrize("vocab_major", [True, False])
 def test_greedy_pick_of_a_nan_row_is_token_0_as_jnp_argmax(vocab_major):
     """NaN hidden states give NaN logits; the greedy pick answers as jnp.argmax does."""
-    from cotune.generate import _nan_rows, _pick
-
     rng = np.random.default_rng(1)
     h = rng.standard_normal((3, 8)).astype(np.float32)
     h[1, 2] = np.nan
@@ -242,14 +290,14 @@ def test_greedy_pick_of_a_nan_row_is_token_0_as_jnp_argmax(vocab_major):
     want = np.asarray(jnp.argmax(logits, axis=-1))
     assert want[1] == 0
     keys = jax.vmap(jax.random.key)(jnp.arange(3))
-    pick = dict(greedy=True, top_k=None, use_top_p=False, vocab_major=vocab_major)
-    got = _pick(
+    kw = dict(greedy=True, top_k=None, use_top_p=False, vocab_major=vocab_major)
+    got = pick(
         logits.T if vocab_major else logits,
         keys,
         0,
         1.0,
         1.0,
-        **pick,
-        nan_rows=_nan_rows(jnp.asarray(h)),
+        **kw,
+        nan_rows=nan_rows(jnp.asarray(h)),
     )
     assert np.asarray(got).tolist() == want.tolist()

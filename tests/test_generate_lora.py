@@ -6,8 +6,8 @@ from flax import nnx
 
 from cotune.config import LoraCfg
 from cotune.generate import generate
+from cotune.lora import apply_lora
 from cotune.model import Model, load
-from cotune.train.lora import apply_lora
 
 
 def test_generate_uses_lora_adapters() -> None:

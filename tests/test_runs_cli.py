@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 import cotune
 from cotune.cli import app
+from cotune.generate import generate
 from cotune.runs import ResolveError, locate, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,7 +155,7 @@ def test_eval_export_and_rl_on_a_run(run, quick, data, work) -> None:
     exported = cotune.load(str(work / "hf"))
     prompts = ["What is 4 + 4?", "What is 7 * 3?"]
     kw = {"max_new_tokens": 8, "compute_dtype": "float32"}
-    assert exported.generate(prompts, **kw) == resolve(out).generate(prompts, **kw)
+    assert generate(exported, prompts, **kw) == generate(resolve(out), prompts, **kw)
 
     rl = work / "rl"
     ok("rl", "--config", RL_TINY, "--init", run, "--which", "last", "--out", rl, *RL_SHORT)

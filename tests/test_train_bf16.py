@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from cotune.config import LoraCfg
+from cotune.lora import apply_lora
 from cotune.model import load
-from cotune.train import lora as lora_lib
+from cotune.train import forward
 from cotune.train.loss import summed_loss
 
 
@@ -26,9 +27,9 @@ def _batch(vocab: int) -> dict:
 
 
 def _loss_and_grads(module, bf16: bool, filt, mb):
-    lora_lib.set_bf16_matmul(module, bf16)
+    forward.set_bf16_matmul(module, bf16)
     gd, tr, fr = nnx.split(module, filt, ...)
-    lora_lib.set_bf16_matmul(module, False)
+    forward.set_bf16_matmul(module, False)
 
     def f(tr):
         return summed_loss(nnx.merge(gd, tr, fr), mb, bf16)
@@ -46,7 +47,7 @@ def _cos(a, b) -> float:
 
 def test_bf16_lora_grads_match_f32() -> None:
     model = load("tiny")
-    module = lora_lib.apply_lora(model.module, LoraCfg(rank=4, alpha=8.0))
+    module = apply_lora(model.module, LoraCfg(rank=4, alpha=8.0))
     state = nnx.state(module, nnx.LoRAParam)
     keys = iter(jax.random.split(jax.random.key(3), len(jax.tree.leaves(state))))
 
@@ -83,7 +84,7 @@ def test_lora_matmul_bf16_matches_float32() -> None:
         return jnp.sum(ct * (x @ w + s * (x @ a) @ b))
 
     def joint(x, w, a, b):
-        return jnp.sum(ct * lora_lib.lora_matmul_bf16(x, w, a, b, s))
+        return jnp.sum(ct * forward.lora_matmul_bf16(x, w, a, b, s))
 
     v32, g32 = jax.value_and_grad(ref, argnums=(0, 1, 2, 3))(*args)
     v16, g16 = jax.jit(jax.value_and_grad(joint, argnums=(0, 1, 2, 3)))(*args)
@@ -143,7 +144,7 @@ def test_bf16_lora_grads_match_f32_on_gemma3_270m() -> None:
     batch when written (the earlier float32-adapter path: 5.0%; 2.0% vs 2.75% on an 8 x 128
     batch). A wrong transpose or a dropped adapter term is off by ~100%."""
     model = load("gemma3-270m")
-    module = lora_lib.apply_lora(model.module, LoraCfg(rank=16, alpha=32.0))
+    module = apply_lora(model.module, LoraCfg(rank=16, alpha=32.0))
     state = nnx.state(module, nnx.LoRAParam)
     keys = iter(jax.random.split(jax.random.key(3), len(jax.tree.leaves(state))))
     nnx.update(module, jax.tree.map(lambda x: 0.01 * jax.random.normal(next(keys), x.shape), state))

@@ -11,8 +11,8 @@ import pytest
 from flax import nnx
 
 from cotune.config import RunConfig, load_config
+from cotune.lora import apply_lora
 from cotune.model import load
-from cotune.train import lora as lora_lib
 from cotune.train.batches import make_plan
 from cotune.train.loss import full_logits, per_example_loss
 from cotune.train.sft import TrainError, TrainingDiverged, load_run, tokenize, train
@@ -45,7 +45,7 @@ def cfg(*over: str) -> RunConfig:
 def test_packed_equals_unpacked_per_example_loss() -> None:
     c = cfg()
     model = load("tiny")
-    module = lora_lib.apply_lora(model.module, c.lora)
+    module = apply_lora(model.module, c.lora)
     # Non-zero LoRA B so the adapters actually take part in the forward.
     for _, m in module.iter_modules():
         for name in [n for n in vars(m) if n.endswith("_lora_b")]:

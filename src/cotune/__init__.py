@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from cotune import allocator as _allocator
+from cotune import runtime as _runtime
 
-_allocator.tune()  # before JAX starts its threads: see cotune/allocator.py
+_runtime.tune_malloc()  # before JAX starts its threads: see cotune/runtime.py
 
 
 def __getattr__(name: str):

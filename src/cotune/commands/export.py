@@ -46,6 +46,7 @@ def export(
 ) -> None:
     """Merge LoRA into the base weights and export for transformers, llama.cpp or Ollama."""
     from cotune import export as ex
+    from cotune.lora import lora_adapters, merge_lora
 
     console = Console(stderr=True)
     fmt = format.lower()
@@ -66,9 +67,9 @@ def export(
         raise typer.Exit(2) from None
     m = load_model(model, which, "export", console=console)
     try:
-        n = len(ex.lora_adapters(m.module))
+        n = len(lora_adapters(m.module))
         console.print(f"merging {n} LoRA adapters" if n else "no LoRA adapters: exporting as is")
-        merged = ex.merge_lora(m)
+        merged = merge_lora(m)
         with console.status(f"writing {fmt} ({q or dtype}) to {out} ..."):
             path = ex.export(merged, out, format=fmt, dtype=dtype, quant=q, force=force)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

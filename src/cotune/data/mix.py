@@ -1,7 +1,9 @@
 """A weighted, deterministic mixture of record files and generators: one training set.
 
-Sources are :class:`cotune.config.DataSource` (``path`` or ``generator``, ``weight``,
-optional fixed ``n``), so a run config's ``data.train`` list can be passed straight in.
+Sources are anything shaped like :class:`cotune.config.DataSource` (``path`` or
+``generator``, ``weight``, optional fixed ``n``), so a run config's ``data.train`` list can
+be passed straight in. The shape is a :class:`Source` protocol rather than an import: the
+config sits above data (it checks generator names against data's task registry).
 """
 
 from __future__ import annotations
@@ -9,14 +11,24 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from itertools import islice
+from typing import Protocol
 
-from cotune.config import DataSource
 from cotune.data.generators import iter_generate
 from cotune.data.importers import import_file
 from cotune.data.records import Record
 
 
-def _counts(sources: Sequence[DataSource], n: int | None) -> list[int]:
+class Source(Protocol):
+    """One ingredient of a mixture: a JSONL file (``path``) or a generator, its weight and
+    an optional fixed count."""
+
+    path: str | None
+    generator: str | None
+    n: int | None
+    weight: float
+
+
+def _counts(sources: Sequence[Source], n: int | None) -> list[int]:
     """How many records each source gives: its own ``n``, else a share of the total ``n``
     by weight (largest remainder, so the counts add up exactly)."""
     fixed = [s.n for s in sources]
@@ -36,7 +48,7 @@ def _counts(sources: Sequence[DataSource], n: int | None) -> list[int]:
 
 
 def mix(
-    sources: Sequence[DataSource],
+    sources: Sequence[Source],
     n: int | None = None,
     *,
     seed: int = 0,

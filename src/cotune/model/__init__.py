@@ -39,18 +39,16 @@ __all__ = [
 
 @dataclass
 class Model:
-    """A loaded Gemma: the NNX module, its tokenizer, and where it came from."""
+    """A loaded Gemma: the NNX module, its tokenizer, and where it came from.
+
+    Generating is :func:`cotune.generate.generate` (``generate(model, prompts)``): loading sits
+    below generation, so a model does not import its decoder."""
 
     module: gemma3.Gemma3
     tokenizer: Tokenizer
     config: gemma3.ModelConfig
     name: str
     meta: dict = field(default_factory=dict)
-
-    def generate(self, prompts, **kwargs):
-        from cotune.generate import generate
-
-        return generate(self, prompts, **kwargs)
 
 
 def tiny_config(num_embed: int = 512, dtype=jnp.float32, num_layers: int = 2) -> gemma3.ModelConfig:

@@ -48,7 +48,7 @@ from cotune import format as fmt
 from cotune.config import LoraCfg, RunConfig, dump_config
 from cotune.model import Model
 from cotune.rl import rewards as R
-from cotune.train.lora import hidden_states as lora_hidden_states
+from cotune.train.forward import hidden_states as lora_hidden_states
 
 SampleFn = Callable[..., list[list[int]]]
 """(model, prompt_ids, max_new_tokens, temperature, seed, stop_strings=()) -> completion ids.
@@ -74,7 +74,7 @@ def ensure_lora(model: Model, lora: LoraCfg, seed: int = 0) -> Model:
     """
     if has_lora(model):
         return model
-    from cotune.train.lora import apply_lora  # SFT's helper: RL adapters are built the same way
+    from cotune.lora import apply_lora  # SFT's helper: RL adapters are built the same way
 
     module = apply_lora(model.module, lora, seed)
     if not has_lora(Model(module, model.tokenizer, model.config, model.name)):

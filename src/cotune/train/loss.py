@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from cotune.train.batches import attention_mask
-from cotune.train.lora import hidden_states
+from cotune.train.forward import hidden_states
 
 
 def output_logits(hidden: jax.Array, embedding: jax.Array, bf16: bool = False) -> jax.Array:

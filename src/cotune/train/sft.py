@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -29,10 +28,12 @@ import numpy as np
 import optax
 from flax import nnx
 
+from cotune import lora as lora_lib
 from cotune.config import ConfigError, RunConfig, config_changes, dump_config, load_config
-from cotune.train import lora as lora_lib
+from cotune.runtime import enable_compilation_cache
 from cotune.train.batches import Example, Plan, TokenizeStats, as_dict, make_plan, tokenize_records
 from cotune.train.checkpoint import RunCheckpoints, fingerprint, restore_params
+from cotune.train.forward import split_for_training
 from cotune.train.loss import summed_loss
 from cotune.train.mesh import (
     check_mesh,
@@ -92,17 +93,6 @@ RESUME_FREE = (
 # Whether the steps already done are unaffected is checked on the data itself (the digest of
 # their batches), not assumed.
 RESUME_LENGTH = ("train.steps", "train.epochs")
-
-
-def enable_compilation_cache() -> None:
-    """JAX persistent compilation cache, so re-runs skip the ~40 s first-step compile."""
-    d = os.environ.get("COTUNE_JAX_CACHE", os.path.expanduser("~/.cache/cotune/jax"))
-    try:
-        os.makedirs(d, exist_ok=True)
-        jax.config.update("jax_compilation_cache_dir", d)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
-    except Exception:  # noqa: BLE001 - a cache is an optimisation, never a failure
-        pass
 
 
 # --------------------------------------------------------------------------- data
@@ -512,7 +502,7 @@ def train(
     n_train, n_total = lora_lib.count_params(module, cfg.lora.enabled, train_emb)
 
     mesh = make_mesh(cfg.mesh)
-    graphdef, trainable, frozen = lora_lib.split_for_training(
+    graphdef, trainable, frozen = split_for_training(
         module, cfg.lora.enabled, cfg.train.bf16_matmul, train_emb
     )
     trainable = shard_state(trainable, mesh)
@@ -874,7 +864,7 @@ def load_run(
         meta={**model.meta, "run": str(run), "step": step, "checkpoint": str(src / str(step))},
     )
     if merged and cfg.lora.enabled:
-        from cotune.export import merge_lora  # the one LoRA merge in cotune
+        from cotune.lora import merge_lora
 
         out = merge_lora(out, alpha=cfg.lora.alpha)
     return out

@@ -1,18 +1,19 @@
-"""LoRA through Qwix, the hidden-state forward used by training, and bf16 matmuls.
+"""The training forward: hidden states with LoRA applied, projections in bf16.
 
-Qwix applies LoRA by *intercepting* matmuls inside one wrapped method of the model (here the
-Gemma3 ``__call__``, so generation sees the adapters). Training must not call ``__call__``:
-it computes logits for every position through the 262k-wide tied embedding, which is the
-single largest cost per token. :func:`hidden_states` runs the Tunix submodules (embedder
-encode, decoder layers, final norm) instead and stops before the output projection; to make
-the adapters active there too, it is wrapped with the same Qwix interceptors in
-:func:`_lora_intercepted` (the only use of a private Qwix helper in cotune).
+Training must not call ``Gemma3.__call__``: it computes logits for every position through
+the 262k-wide tied embedding, the single largest cost per token, while the loss
+(``cotune.train.loss``) needs hidden states at the trained positions only.
+:func:`hidden_states` runs the Tunix submodules (embedder encode, decoder layers, final
+norm) instead and stops before the output projection. Qwix applies LoRA by intercepting
+matmuls inside the wrapped ``__call__`` only, so this forward is wrapped with the same Qwix
+interceptors (:func:`_lora_intercepted`, the only use of a private Qwix helper in cotune),
+or, with bf16 projections (:func:`set_bf16_matmul`), the projections add the adapters
+themselves.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ import qwix
 from flax import nnx
 from tunix.models.gemma3 import model as gemma3
 
-from cotune.config import LoraCfg
+from cotune.lora import SCALE_ATTR, provider_of, trainable_filter
 
 _HIDDEN_FNS: dict[type, Callable[..., Any]] = {}
 
@@ -51,70 +52,24 @@ def hidden_states(module: Any, tokens: jax.Array, positions: jax.Array, mask: ja
     """Final-norm hidden states ``[B, L, D]`` (no logits), LoRA applied if the model has it."""
     if uses_explicit_lora(module):
         return _hidden_plain(module, tokens, positions, mask)
-    fn = _HIDDEN_FNS.get(type(module), _hidden_plain)
+    fn = _HIDDEN_FNS.get(type(module))
+    if fn is None:  # Qwix makes one class per application, holding its provider
+        provider = provider_of(module)
+        fn = _hidden_plain if provider is None else _lora_intercepted(provider)
+        _HIDDEN_FNS[type(module)] = fn
     return fn(module, tokens, positions, mask)
-
-
-def lora_provider(cfg: LoraCfg) -> qwix.LoraProvider:
-    try:
-        re.compile(cfg.targets)
-    except re.error as e:
-        raise ValueError(f"lora.targets: not a valid regex ({e})") from None
-    return qwix.LoraProvider(module_path=cfg.targets, rank=cfg.rank, alpha=cfg.alpha)
-
-
-def apply_lora(module: Any, cfg: LoraCfg, seed: int = 0) -> Any:
-    """A copy of ``module`` with Qwix LoRA adapters on the modules matching ``cfg.targets``.
-
-    Raises when the regex matches nothing (a silent no-op LoRA would train zero parameters).
-    """
-    provider = lora_provider(cfg)
-    tokens = jnp.ones((1, 4), jnp.int32)
-    positions = jnp.arange(4, dtype=jnp.int32)[None]
-    mask = jnp.tril(jnp.ones((1, 4, 4), dtype=bool))
-    out = qwix.apply_lora_to_model(
-        module, provider, tokens, positions, None, mask, rngs=nnx.Rngs(seed)
-    )
-    n = sum(x.size for x in jax.tree.leaves(nnx.state(out, nnx.LoRAParam)))
-    if n == 0:
-        paths = sorted({"/".join(map(str, p)) for p, _ in out.iter_modules() if p})
-        raise ValueError(
-            f"lora.targets {cfg.targets!r} matched no module; module paths look like {paths[:6]}"
-        )
-    _HIDDEN_FNS[type(out)] = _lora_intercepted(provider)
-    for _, m in out.iter_modules():
-        if any(n.endswith("_lora_a") for n in vars(m)):
-            m._cotune_lora_scale = cfg.alpha / cfg.rank  # for the explicit (bf16) LoRA path
-    return out
-
-
-def trainable_filter(lora_enabled: bool, train_embedding: bool = False) -> Any:
-    """The NNX filter of trained variables: LoRA params, or every param (full fine-tune), the
-    tied embedding only when ``train_embedding`` (``train.train_embedding``)."""
-    if lora_enabled:
-        return nnx.LoRAParam
-    if train_embedding:
-        return nnx.Param
-    return nnx.All(nnx.Param, nnx.Not(nnx.PathContains("embedder")))
-
-
-def count_params(module: Any, lora_enabled: bool, train_embedding: bool = False) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    filt = trainable_filter(lora_enabled, train_embedding)
-    tr = sum(x.size for x in jax.tree.leaves(nnx.state(module, filt)))
-    tot = sum(x.size for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
-    return int(tr), int(tot)
 
 
 # --------------------------------------------------------------------------- bf16 matmuls
 #
-# Why a custom VJP: XLA's CPU backend multiplies bf16 operands with float32 accumulation at
-# ~2.6x its float32 rate, but autodiff of ``einsum(x_bf16, w_bf16, preferred=f32)`` takes the
-# float32 cotangent into the transposed product, which then runs in float32 (and converts
-# the weight every step; a ~1.6x slower LoRA step on the 270M, under load, while this was
-# written). `python -m bench.profile_train [--f32]` times the pieces. Here every backward
-# product is bf16 x bf16 with float32 accumulation too. The weight gradient is only computed when something asks
-# for it (full fine-tune); for frozen weights XLA drops it as dead code.
+# Why a custom VJP: XLA's CPU backend multiplies bf16 operands with float32 accumulation
+# several times faster than float32 ones, but autodiff of
+# ``einsum(x_bf16, w_bf16, preferred=f32)`` takes the float32 cotangent into the transposed
+# product, which then runs in float32 (and converts the weight every step). Here every
+# backward product is bf16 x bf16 with float32 accumulation too; the measurements are in
+# bench/results/design.md (``python -m bench.profile_train [--f32]`` times the pieces). The
+# weight gradient is only computed when something asks for it (full fine-tune); for frozen
+# weights XLA drops it as dead code.
 
 
 def _swap_sides(eq: str) -> tuple[str, str, str]:
@@ -168,17 +123,12 @@ def lora_matmul_bf16(
     Why one concatenated product instead of the textbook three: on this CPU the adapter's
     cost is not its FLOPs (rank 16) but the extra passes over ``[N, out]`` float32 tensors
     (adding the delta to ``y``; reading ``dy`` for ``dy @ b.T`` and again for ``b``'s
-    gradient), and the 270M's step is memory-bound there: the adapters made it 1.46x slower
-    than the same step without them (1.48 s -> 2.16 s gradient, 8 x 128, measured while
-    this was written). Here the rank-``r`` columns ride along in the big product:
-    ``[x | s x a] @ [w ; b]`` forward and ``dy @ [w ; b].T`` backward, which yields ``dx``
-    and ``dy @ b.T`` in one pass: 2.16 -> 2.02 s for that gradient (alternating fresh
-    processes). The adapter weights enter those products in bf16 (as every frozen weight
-    does); ``x @ a`` and the gradients of ``a`` and ``b`` accumulate in float32. Distance of
-    the real 270M's LoRA gradient from an all-float32 step (relative L2): 2.0% on an 8 x 128
-    batch (the previous separate float32 adapter products: 2.75%), 7.7% on the 2 x 24 batch
-    of the slow test (previous: 5.0%; float32 adapter deltas in the forward pass gave 5.4%
-    but cost ~5% of the step).
+    gradient), and the 270M's step is memory-bound there. Here the rank-``r`` columns ride
+    along in the big product: ``[x | s x a] @ [w ; b]`` forward and ``dy @ [w ; b].T``
+    backward, which yields ``dx`` and ``dy @ b.T`` in one pass. The adapter weights enter
+    those products in bf16 (as every frozen weight does); ``x @ a`` and the gradients of
+    ``a`` and ``b`` accumulate in float32. Step times and the gradient's distance from an
+    all-float32 step: bench/results/design.md.
     """
     return _lm_fwd(x, w, a, b, scale)[0]
 
@@ -211,11 +161,9 @@ def _lora_weights(m: Any, name: str) -> tuple[jax.Array, jax.Array, float] | Non
     a = getattr(m, name + "_lora_a", None)
     if a is None:
         return None
-    scale = getattr(m, "_cotune_lora_scale", None)
+    scale = getattr(m, SCALE_ATTR, None)
     if scale is None:
-        raise ValueError(
-            "LoRA adapters without a scale: apply them with cotune.train.lora.apply_lora"
-        )
+        raise ValueError("LoRA adapters without a scale: apply them with cotune.lora.apply_lora")
     return a[...], getattr(m, name + "_lora_b")[...], scale
 
 

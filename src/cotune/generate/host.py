@@ -1,0 +1,189 @@
+"""One batch of prompts through a decoder, driven from the host: shapes, stops, streaming.
+
+The host pads the batch to bucketed shapes (:func:`bucket`, :func:`bucket_len`) so repeated
+calls reuse compiled code, runs prefill, then runs the compiled decode loop in chunks of
+steps: between chunks it decodes each row's text to check stop strings and stream new text,
+marks stopped rows done, and exits once every row ended. It finally cuts each row at its
+stop string or end token into a :class:`Generation`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from cotune.generate.caches import compiled
+
+FinishReason = Literal["stop", "end", "length"]
+
+
+@dataclass
+class Generation:
+    """One completion: its text, its token ids and why it ended."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: FinishReason  # "stop" = stop string, "end" = <eos>/<end_of_turn>, "length"
+    prompt_tokens: int
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Round up to a power of two (at least ``minimum``) so shapes, hence compiles, repeat."""
+    return max(minimum, 1 << max(0, math.ceil(math.log2(max(n, 1)))))
+
+
+def bucket_len(n: int, minimum: int = 16) -> int:
+    """Round a prompt length up to a multiple of an eighth of its power-of-two bucket (at
+    least 16): 16, 32, 48, 64, 80, 96, 112, 128, 160, 192, ...
+
+    Prefill computes every padded position and decode attends over them, so plain powers
+    of two would waste up to half of both (a 74-token batch runs at 80 slots, not 128).
+    Compiling is cheap since decode runs on prepared weights, so the finer steps cost
+    little.
+    """
+    step = max(minimum, bucket(n, minimum) // 8)
+    return max(minimum, -(-n // step) * step)
+
+
+def find_stop(text: str, stops: Sequence[str]) -> tuple[int, str] | None:
+    """Earliest stop string in ``text`` as ``(cut, stop)``; closing tags stay in the text."""
+    best = None
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            cut = i + len(s) if s.startswith("</") else i
+            if best is None or i < best[0]:
+                best = (i, cut, s)
+    return None if best is None else (best[1], best[2])
+
+
+def generate_batch(
+    model,
+    ids: list[list[int]],
+    row_ids: Sequence[int],
+    max_new: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int,
+    stops: Sequence[str],
+    on_token: Callable[[int, str], None] | None,
+    greedy: bool,
+    chunk: int | None,
+    compute_dtype: str = "float32",
+) -> list[Generation]:
+    """Completions for the prompt ids ``ids`` (one batch; ``row_ids`` name the rows for
+    per-row sampling keys and ``on_token``)."""
+    tok = model.tokenizer
+    n_real = len(ids)
+    # bf16: at least two rows. XLA's CPU dot takes a slow matrix-vector path for one bf16
+    # row (the output projection above all), so a filler row is cheaper; float32's one-row
+    # path is fast. ``bench/matmul_rates.py --decode --m 1`` / ``--m 2`` measure both.
+    b = bucket(n_real, minimum=2 if compute_dtype == "bfloat16" else 1)
+    p = bucket_len(max(len(x) for x in ids))
+    n = bucket(max_new)
+    tokens = np.full((b, p), tok.pad_id, np.int32)
+    valid = np.zeros((b, p), bool)
+    for r, x in enumerate(ids):
+        tokens[r, p - len(x) :] = x
+        valid[r, p - len(x) :] = True
+    tokens[n_real:, -1], valid[n_real:, -1] = tok.bos_id, True  # filler rows: one BOS each
+    params, prefill, decode, extra = compiled(model.module, compute_dtype)
+    row_keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(seed), i))(
+        jnp.asarray(list(row_ids) + [-1] * (b - n_real), jnp.int32)
+    )
+    static = {
+        "greedy": greedy,
+        "top_k": None if greedy else top_k,
+        "use_top_p": (not greedy) and top_p is not None and top_p < 1.0,
+    }
+    temp = jnp.float32(max(temperature, 1e-6))
+    topp = jnp.float32(top_p if top_p is not None else 1.0)
+    end_ids = jnp.asarray(tok.end_ids, jnp.int32)
+    carry = prefill(
+        params,
+        jnp.asarray(tokens),
+        jnp.asarray(valid),
+        row_keys,
+        temp,
+        topp,
+        end_ids,
+        cache_len=p + n,
+        **static,
+        **extra,
+    )
+    if n_real < b:
+        carry["done"] = carry["done"].at[n_real:].set(True)
+    step_chunk = chunk or (1 if on_token else (8 if stops else max_new))
+    stopped: dict[int, tuple[int, str]] = {}  # row -> (text cut, stop string)
+    shown = [""] * n_real
+    while True:
+        out, step, done = np.asarray(carry["out"]), int(carry["step"]), np.asarray(carry["done"])
+        if stops or on_token:
+            for r in range(n_real):
+                if r in stopped:
+                    continue
+                text = tok.decode(_until_end(out[r, :step], tok.end_ids))
+                hit = find_stop(text, stops) if stops else None
+                if hit is not None:
+                    stopped[r] = hit
+                    text = text[: hit[0]]
+                if on_token and len(text) > len(shown[r]) and text.startswith(shown[r]):
+                    on_token(row_ids[r], text[len(shown[r]) :])
+                    shown[r] = text
+            if stopped:
+                done = done | np.isin(np.arange(b), list(stopped))
+                carry["done"] = jnp.asarray(done)
+        if done.all() or step >= max_new:
+            break
+        carry = decode(
+            params,
+            carry,
+            row_keys,
+            temp,
+            topp,
+            end_ids,
+            jnp.int32(min(step + step_chunk, max_new)),
+            jnp.int32(tok.pad_id),
+            **static,
+        )
+    results = []
+    for r in range(n_real):
+        gen = [int(t) for t in out[r, :step]]
+        end_at = next((k for k, t in enumerate(gen) if t in tok.end_ids), None)
+        if r in stopped:
+            cut, _ = stopped[r]
+            k = _tokens_covering(tok, gen, cut)
+            text = tok.decode(gen[:k])[:cut]
+            results.append(Generation(text, gen[:k], "stop", len(ids[r])))
+        elif end_at is not None:
+            results.append(
+                Generation(tok.decode(gen[:end_at]), gen[: end_at + 1], "end", len(ids[r]))
+            )
+        else:
+            gen = gen[:max_new]
+            results.append(Generation(tok.decode(gen), gen, "length", len(ids[r])))
+    return results
+
+
+def _until_end(ids, end_ids) -> list[int]:
+    out = []
+    for t in ids:
+        if int(t) in end_ids:
+            break
+        out.append(int(t))
+    return out
+
+
+def _tokens_covering(tok, ids: list[int], n_chars: int) -> int:
+    """Fewest leading tokens whose decoded text reaches ``n_chars`` characters."""
+    for k in range(1, len(ids) + 1):
+        if len(tok.decode(ids[:k])) >= n_chars:
+            return k
+    return len(ids)
