@@ -37,10 +37,18 @@ def test_add_sub_mul_claims_hold(style: str, a: int, b: int) -> None:
 
 
 @pytest.mark.parametrize("style", S.TRACE_STYLES)
-@given(q=st.integers(1, 999), d=st.integers(2, 25))
-def test_div_claims_hold(style: str, q: int, d: int) -> None:
+@given(q=st.integers(1, 999), d=st.integers(2, 25), r=st.integers(0, 24))
+def test_div_claims_hold(style: str, q: int, d: int, r: int) -> None:
     with S.trace_style(style):
         _check(S.div(q * d, d), Fraction(q))
+        if d in (4, 5, 8, 16, 20, 25):  # a terminating decimal quotient
+            _check(S.div(q * d + r % d, d), Fraction(q * d + r % d, d))
+        for op, fn in (("+", int.__add__), ("-", int.__sub__), ("*", int.__mul__)):
+            _check(S.worked(q, op, d), Fraction(fn(q, d)))
+        claims, quot, rest = S.chunks(q * d + r % d, d)
+        assert (quot, rest) == divmod(q * d + r % d, d)
+        if claims:
+            _check(claims, Fraction(rest))
 
 
 @pytest.mark.parametrize("style", S.TRACE_STYLES)
@@ -58,14 +66,18 @@ def _numbers(claim: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", claim.split("=")[0])]
 
 
-@given(a=st.integers(10, 999), b=st.integers(10, 999))
+@given(a=st.integers(10, 9999), b=st.integers(10, 9999))
 def test_small_subtraction_borrows_only_locally(a: int, b: int) -> None:
-    """A claim ``x - y`` in the small style either borrows nowhere, borrows from a zero-run
-    down to a round number, or is a teen fact (the digits above y's place are "1")."""
+    """A claim ``x - y`` in the small style takes a round ``y`` and either borrows nowhere,
+    borrows from a zero-run, or is a teen fact (the digits above y's place are "1"); the
+    give-back additions carry nowhere."""
     a, b = max(a, b), min(a, b)
     with S.trace_style("small"):
         for c in S.sub(a, b):
-            x, y = _numbers(c)
+            x, y = _numbers(c.split(":")[-1])
+            if " + " in c:
+                continue  # additions are checked by test_add_sub_mul_claims_hold
+            assert S._round(y), c
             k = len(str(y)) - 1
             borrow = (x // 10**k) % 10 < y // 10**k
             assert not borrow or (x // 10**k) % 10 == 0 or x // 10 ** (k + 1) <= 1, c
@@ -82,22 +94,37 @@ def test_small_products_are_digit_facts(a: int, b: int) -> None:
 
 def test_examples_read_as_a_person_writes() -> None:
     with S.trace_style("small"):
-        assert S.sub(83, 47) == ["83 - 40 = 43", "7 - 3 = 4", "43 - 3 = 40", "40 - 4 = 36"]
-        assert S.add(47, 38) == ["40 + 30 = 70", "7 + 8 = 15", "70 + 15 = 85"]
+        assert S.sub(83, 47) == ["83 - 50 = 33", "33 + 3 = 36"]
+        assert S.sub(43, 7) == ["43 - 10 = 33", "33 + 3 = 36"]
+        assert S.worked(47, "+", 38) == ["47 + 38: 40 + 30 = 70", "7 + 8 = 15", "70 + 15 = 85"]
+        assert S.worked(47, "+", 30) == ["47 + 30 = 77"]  # one claim: no header
         assert S.percent_of(280, 20) == [
             "280 / 10 = 28",
-            "20 * 2 = 40",
+            "28 * 2: 20 * 2 = 40",
             "8 * 2 = 16",
             "40 + 16 = 56",
         ]
         assert S.sub(78, 43) == ["78 - 40 = 38", "38 - 3 = 35"]
         assert S.div(498, 6) == [
             "6 * 80 = 480",
-            "498 - 400 = 98",
+            "498 - 480: 498 - 400 = 98",
             "98 - 80 = 18",
             "18 / 6 = 3",
             "80 + 3 = 83",
         ]
+        assert S.div(206, 4) == ["4 * 50 = 200", "206 - 200 = 6", "6 / 4 = 1.5", "50 + 1.5 = 51.5"]
+        assert S.chunks(523, 7) == (
+            [
+                "7 * 70 = 490",
+                "523 - 490: 523 - 500 = 23",
+                "23 + 10 = 33",
+                "7 * 4 = 28",
+                "33 - 28: 33 - 30 = 3",
+                "3 + 2 = 5",
+            ],
+            74,
+            5,
+        )
     with S.trace_style("compact"):
         assert S.sub(83, 47) == ["83 - 47 = 36"]
 

@@ -101,37 +101,45 @@ def add(a: Num, b: Num) -> list[str]:
     return steps
 
 
-def _borrow_free(a: int, b: int) -> bool:
-    da, db = _digits(a), _digits(b)
-    return all(k < len(da) and da[k] >= d for k, d in enumerate(db))
+def _take_round(a: int, b: int) -> list[str]:
+    """``a - b`` for a round ``b`` (one non-zero digit at place ``k``). One claim when ``a``'s
+    digit there is big enough, when it is zero (``302 - 50``: a borrow from a zero run) or
+    when the digits above make a teen fact (``152 - 80``); otherwise take away the next round
+    number and give back the difference, neither of which borrows:
+    ``43 - 7: 43 - 10 = 33, 33 + 3 = 36``."""
+    k = len(str(b)) - 1
+    have = (a // 10**k) % 10
+    if b == 0 or have >= b // 10**k or have == 0 or a // 10 ** (k + 1) <= 1:
+        return [claim(a, "-", b, a - b)]
+    up = 10 ** (k + 1)
+    return [claim(a, "-", up, a - up), *worked(a - up, "+", up - b)]
+
+
+def _sub_int(a: int, b: int) -> list[str]:
+    """``a - b`` for ints ``a >= b``: take ``b``'s top place away, then the rest; when the
+    rest would borrow, round ``b`` up at its top place and give the difference back
+    (``83 - 47: 83 - 50 = 33, 33 + 3 = 36``), the way people subtract in their heads."""
+    parts = _parts(b)
+    if len(parts) <= 1:
+        return _take_round(a, b)
+    top = parts[0]
+    k = len(str(top)) - 1
+    low = b - top
+    if a % 10**k >= low:
+        return [*_take_round(a, top), *_sub_int(a - top, low)]
+    up = top + 10**k
+    return [*_take_round(a, up), *worked(a - up, "+", up - b)]
 
 
 def sub(a: Num, b: Num) -> list[str]:
-    """``a - b``: take ``b`` away one place at a time, going down to the round number first
-    when a digit would borrow: ``83 - 47: 83 - 40 = 43, 7 - 3 = 4, 43 - 3 = 40, 40 - 4 = 36``.
-    """
+    """``a - b``: take ``b`` away a place at a time, rounding ``b`` up where a digit would
+    borrow (:func:`_sub_int`)."""
     ia, ib = _int(a), _int(b)
     if ia is not None and ib is not None and ia < ib:  # negative: the other way round
-        return [*sub(ib, ia), claim(a, "-", b, Fraction(a) - Fraction(b))]
-    # Only a round ``b`` without a borrow is one claim: whole borrow-free subtractions in one
-    # claim (``78 - 43 = 35``) failed as often as borrowing ones in the recipe study
-    # (docs/recipe.md), so the shape follows ``b``'s places, not a digit comparison.
-    if not small() or ia is None or ib is None or (_round(ib) and _borrow_free(ia, ib)):
+        return [*worked(ib, "-", ia), claim(a, "-", b, Fraction(a) - Fraction(b))]
+    if not small() or ia is None or ib is None:
         return [claim(a, "-", b, Fraction(a) - Fraction(b))]
-    steps, cur = [], ia
-    for part in _parts(ib):
-        k = len(str(part)) - 1
-        have = (cur // 10**k) % 10 * 10**k  # cur's digit at this place, as a round number
-        # No borrow, a borrow from a zero (302 - 50: one claim, the round-number case), or
-        # a teen fact (152 - 80: 15 - 8) stay one claim.
-        if have >= part or have == 0 or cur // 10 ** (k + 1) <= 1:
-            steps.append(claim(cur, "-", part, cur - part))
-        else:
-            rest = part - have
-            steps += [claim(part, "-", have, rest), claim(cur, "-", have, cur - have)]
-            steps.append(claim(cur - have, "-", rest, cur - part))
-        cur -= part
-    return steps
+    return _sub_int(ia, ib)
 
 
 # --------------------------------------------------------------------------- * and /
@@ -156,22 +164,64 @@ def mul(a: Num, b: Num) -> list[str]:
 
 def div(a: Num, b: Num) -> list[str]:
     """``a / b`` (exact): times-table facts on round chunks of the quotient
-    (``498 / 6: 6 * 80 = 480, 498 - 400 = 98, 98 - 80 = 18, 18 / 6 = 3, 80 + 3 = 83``)."""
+    (``498 / 6: 6 * 80 = 480, 498 - 480: ..., 18 / 6 = 3, 80 + 3 = 83``); a quotient with a
+    decimal part ends on a small division (``14 / 4 = 3.5``)."""
     ia, ib = _int(a), _int(b)
     q = Fraction(a) / Fraction(b)
-    iq = _int(q)
+    whole = int(q)
     # Halving is local (each digit needs only its neighbour's parity), and so is dropping
     # zeros for tens and hundreds: one claim each.
-    if not small() or ia is None or ib is None or iq is None or _round(iq) or ib in (2, 10, 100):
+    if (
+        not small()
+        or ia is None
+        or ib is None
+        or whole < 10
+        or (whole == q and _round(whole))
+        or not _terminates(q)
+        or ib in (2, 10, 100)
+    ):
         return [claim(a, "/", b, q)]
-    hi = _parts(iq)[0]
+    hi = _parts(whole)[0]
     chunk = ib * hi
     return [
         claim(ib, "*", hi, chunk),
-        *sub(ia, chunk),
-        *div(ia - chunk, ib),
-        claim(hi, "+", iq - hi, iq),
+        *worked(ia, "-", chunk),
+        *worked(ia - chunk, "/", ib),
+        claim(hi, "+", q - hi, q),
     ]
+
+
+def _terminates(q: Fraction) -> bool:
+    """A finite decimal (denominator of 2s and 5s): only those are written as a claim."""
+    d = q.denominator
+    for f in (2, 5):
+        while d % f == 0:
+            d //= f
+    return d == 1
+
+
+def chunks(a: int, b: int) -> tuple[list[str], int, int]:
+    """Long division by round chunks: ``(claims, quotient, remainder)``, the remainder being
+    what is left below ``b`` (``523 / 7: 7 * 70 = 490, 523 - 490: ..., 7 * 4 = 28, 33 - 28:
+    ...`` leaves 5)."""
+    q = a // b
+    out, rest = [], a
+    for part in _parts(q):
+        out += worked(b, "*", part)
+        out += worked(rest, "-", b * part)
+        rest -= b * part
+    return out, q, rest
+
+
+def worked(a: Num, op: str, b: Num) -> list[str]:
+    """The claims of ``a op b``, headed by the operation when it takes more than one
+    (``47 + 38: 40 + 30 = 70, 7 + 8 = 15, 70 + 15 = 85``): the header restates the numbers
+    being worked on, so the parts that follow are copied from right before them."""
+    fn = {"+": add, "-": sub, "*": mul, "/": div}[op]
+    steps = fn(a, b)
+    if len(steps) > 1:
+        steps = [f"{fmt(Fraction(a))} {op} {fmt(Fraction(b))}: {steps[0]}", *steps[1:]]
+    return steps
 
 
 def percent_of(base: Num, p: Num) -> list[str]:
@@ -182,21 +232,21 @@ def percent_of(base: Num, p: Num) -> list[str]:
     if not small():
         return [f"{fmt(base)} * {fmt(p)} / 100 = {fmt(v)}"]
     if p == 50:
-        return div(base, 2)
+        return worked(base, "/", 2)
     if p in (25, 75):
         q = base / 4
-        steps = [*div(base, 2), *div(base / 2, 2)]
-        return steps if p == 25 else [*steps, *mul(q, 3)]
+        steps = [*worked(base, "/", 2), *worked(base / 2, "/", 2)]
+        return steps if p == 25 else [*steps, *worked(q, "*", 3)]
     if p % 5 == 0:
         tenth = base / 10
         tens, five = divmod(int(p), 10)
         steps = [claim(base, "/", 10, tenth)]
         part = tenth * tens
         if tens > 1:
-            steps += mul(tenth, tens)
+            steps += worked(tenth, "*", tens)
         if five:
-            steps += div(tenth, 2)
-            steps += add(part, tenth / 2) if tens else []
+            steps += worked(tenth, "/", 2)
+            steps += worked(part, "+", tenth / 2) if tens else []
         return steps
     one = base / 100
-    return [claim(base, "/", 100, one), *mul(one, p)]
+    return [claim(base, "/", 100, one), *worked(one, "*", p)]

@@ -122,7 +122,10 @@ def add(rng: random.Random, d: int) -> Problem:
     else:
         a, b, units = _digits(rng, 4), _digits(rng, rng.choice((3, 4))), (100, 1)
     q = _ask(rng, _ADD_Q + (_ADD_WORDS if a < 100 and b < 100 else ()), a=a, b=b)
-    r = f"{a} + {b}: " + claims(*(S.add(a, b) if S.small() else _place_add(a, b, units)))
+    if S.small():
+        r = claims(*S.worked(a, "+", b))
+    else:
+        r = f"{a} + {b}: " + claims(*_place_add(a, b, units))
     return Problem(q, r, Fraction(a + b), Fraction(a) + Fraction(b))
 
 
@@ -145,7 +148,7 @@ def sub(rng: random.Random, d: int) -> Problem:
         b -= 1
     q = _ask(rng, _SUB_Q + (_SUB_STORY if a > b else ()), a=a, b=b)
     if S.small():
-        r = f"{a} - {b}: " + claims(*S.sub(a, b))
+        r = claims(*S.worked(a, "-", b))
     elif a >= b:
         r = f"{a} - {b}: " + claims(*_place_sub(a, b, _units_for(b, units)))
     else:  # negative result: subtract the other way round, then flip the sign
@@ -204,10 +207,13 @@ def mul(rng: random.Random, d: int) -> Problem:
     neg = d == 3 and rng.random() < 0.25
     sa = -a if neg else a
     q = _ask(rng, _MUL_Q + (() if neg else _MUL_STORY), a=sa, b=b)
-    steps = S.mul(a, b) if S.small() else _partial_products(a, b)
-    if neg:
-        steps.append(f"so {sa} * {b} = {sa * b}")
-    r = f"{sa} * {b}: " + claims(*steps)
+    if S.small() and not neg:
+        r = claims(*S.worked(a, "*", b))
+    else:
+        steps = S.mul(a, b) if S.small() else _partial_products(a, b)
+        if neg:
+            steps.append(f"so {sa} * {b} = {sa * b}")
+        r = f"{sa} * {b}: " + claims(*steps)
     return Problem(q, r, Fraction(sa * b), Fraction(sa) * Fraction(b))
 
 
@@ -285,7 +291,10 @@ def div(rng: random.Random, d: int) -> Problem:
         )
     a = b * q
     prob = _ask(rng, _DIV_Q, a=a, b=b)
-    r = f"{a} / {b}: " + claims(*(S.div(a, b) if S.small() else _long_division(a, b)))
+    if S.small():
+        r = claims(*S.worked(a, "/", b))
+    else:
+        r = f"{a} / {b}: " + claims(*_long_division(a, b))
     return Problem(prob, r, Fraction(q), Fraction(a) / Fraction(b))
 
 
@@ -298,7 +307,7 @@ def div_remainder(rng: random.Random, d: int) -> Problem:
     q = a // b
     prob = _ask(rng, _REM_Q, a=a, b=b)
     if S.small():
-        r = f"{a} / {b}: " + claims(*S.mul(b, q), *S.sub(a, b * q))
+        r = f"{a} / {b}: " + claims(*S.chunks(a, b)[0])
     else:
         r = f"{a} / {b}: " + claims(f"{b} * {q} = {b * q}", f"{a} - {b * q} = {a - b * q}")
     exact = Fraction(a, b)

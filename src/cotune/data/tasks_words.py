@@ -40,7 +40,7 @@ def total_of(xs: list[int]) -> list[str]:
         return [f"{' + '.join(map(str, xs))} = {sum(xs)}"]
     out, cur = [], xs[0]
     for x in xs[1:]:
-        out += S.add(cur, x)
+        out += S.worked(cur, "+", x)
         cur += x
     return out
 
@@ -92,7 +92,7 @@ def percent(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps = [
-        lab("Change", S.sub(max(new, old), min(new, old))),
+        lab("Change", S.worked(max(new, old), "-", min(new, old))),
         f"Percent: {ch} * 100 / {old} = {fmt(pct)}",
     ]
     return Problem(q, say(*steps), pct, abs(F(new) - F(old)) / F(old) * 100)
@@ -105,7 +105,7 @@ def discount(rng: random.Random, d: int) -> Problem:
     off = F(price * p, 100)
     steps = [
         lab("Discount", S.percent_of(price, p)),
-        lab("Price", S.sub(price, off)),
+        lab("Price", S.worked(price, "-", off)),
     ]
     if d < 3:
         name, years = rng.choice(NAMES), rng.randint(3, 40)
@@ -138,7 +138,7 @@ def discount(rng: random.Random, d: int) -> Problem:
     )  # fmt: skip
     steps += [
         lab("Tax", S.percent_of(sale, t)),
-        lab("Total", S.add(sale, tax)),
+        lab("Total", S.worked(sale, "+", tax)),
     ]
     return Problem(q, say(*steps), sale + tax, F(price) * (1 - F(p, 100)) * (1 + F(t, 100)))
 
@@ -164,7 +164,7 @@ def markup(rng: random.Random, d: int) -> Problem:
     )  # fmt: skip
     steps = [
         lab("Markup", S.percent_of(cost, p)),
-        lab("Price", S.add(cost, up)),
+        lab("Price", S.worked(cost, "+", up)),
     ]
     return Problem(q, say(*steps), cost + up, F(cost) * (1 + F(p, 100)))
 
@@ -208,8 +208,8 @@ def reverse_price(rng: random.Random, d: int) -> Problem:
         part = now * u / pct
         steps = [first]
         if pct != u:
-            steps.append(lab(f"{u}%", S.div(now, F(pct, u))))
-        steps.append(lab("100%", S.mul(part, 100 // u)))
+            steps.append(lab(f"{u}%", S.worked(now, "/", F(pct, u))))
+        steps.append(lab("100%", S.worked(part, "*", 100 // u)))
         return Problem(q, say(*steps), part * 100 / u, now / (1 + (-1 if down else 1) * F(p, 100)))
     one = now / pct
     steps = [first, f"{fmt(now)} / {pct} = {fmt(one)}", f"{fmt(one)} * 100 = {fmt(one * 100)}"]
@@ -241,8 +241,8 @@ def unit_rate(rng: random.Random, d: int) -> Problem:
         ),
     )  # fmt: skip
     steps = [
-        lab(f"One {one}", S.div(total, k)),
-        lab(f"{m} {many}", S.mul(unit, m)),
+        lab(f"One {one}", S.worked(total, "/", k)),
+        lab(f"{m} {many}", S.worked(unit, "*", m)),
     ]
     return Problem(q, say(*steps), unit * m, F(total) * m / k)
 
@@ -270,8 +270,8 @@ def ratio(rng: random.Random, d: int) -> Problem:
         )  # fmt: skip
         steps = [
             f"Parts: {a} + {b} = {a + b}",
-            lab("One part", S.div(total, a + b)),
-            lab(who, S.mul(unit, part)),
+            lab("One part", S.worked(total, "/", a + b)),
+            lab(who, S.worked(unit, "*", part)),
         ]
         return Problem(q, say(*steps), F(unit * part), F(total) * part / (a + b))
     unit = rng.randint(2, 15)
@@ -286,7 +286,7 @@ def ratio(rng: random.Random, d: int) -> Problem:
             HeldOut(f"A school bus carries {boys} boys, and the boys and girls on it are in the ratio {a}:{b}. How many girls does it carry?"),
         ),
     )  # fmt: skip
-    steps = [lab("One part", S.div(boys, a)), lab("Girls", S.mul(unit, b))]
+    steps = [lab("One part", S.worked(boys, "/", a)), lab("Girls", S.worked(unit, "*", b))]
     return Problem(q, say(*steps), F(unit * b), F(boys) * b / a)
 
 
@@ -305,7 +305,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                     HeldOut(f"A boat moves at {v} km/h. After {t} hours, how many km has it gone?"),
                 ),
             )  # fmt: skip
-            return Problem(q, say(lab("Distance", S.mul(v, t))), F(v * t), F(v) * t)
+            return Problem(q, say(lab("Distance", S.worked(v, "*", t))), F(v * t), F(v) * t)
         q = phrase(
             rng,
             (
@@ -316,7 +316,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"What steady speed in km/h gets you {v * t} km in {t} hours?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(lab("Speed", S.div(v * t, t))), F(v), F(v * t, t))
+        return Problem(q, say(lab("Speed", S.worked(v * t, "/", t))), F(v), F(v * t, t))
     if d == 2:
         mins = rng.choice((15, 30, 45, 90, 120, 150))
         h = F(mins, 60)
@@ -332,7 +332,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                     HeldOut(f"A train keeps to {v} km/h for {mins} minutes. What distance, in km, does it cover?"),
                 ),
             )  # fmt: skip
-            steps = [f"Hours: {mins} / 60 = {fmt(h)}", lab("Distance", S.mul(v, h))]
+            steps = [f"Hours: {mins} / 60 = {fmt(h)}", lab("Distance", S.worked(v, "*", h))]
             return Problem(q, say(*steps), v * h, F(v * mins, 60))
         t = rng.randint(2, 8)
         q = phrase(
@@ -345,7 +345,7 @@ def speed(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"A ship sails at {v} km/h. How many hours does it need for {v * t} km?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(lab("Time", S.div(v * t, v))), F(t), F(v * t, v))
+        return Problem(q, say(lab("Time", S.worked(v * t, "/", v))), F(t), F(v * t, v))
     v2 = rng.randrange(20, 120, 5)
     t1, t2 = rng.randint(1, 5), rng.randint(1, 5)
     d1, d2 = v * t1, v2 * t2
@@ -379,7 +379,7 @@ def change(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"How much is returned from {money(paid, cur)} after paying {money(p, cur)} for {a_(one)}?"),
             ),
         )  # fmt: skip
-        return Problem(q, say(lab("Change", S.sub(paid, p))), F(paid - p), F(paid) - p)
+        return Problem(q, say(lab("Change", S.worked(paid, "-", p))), F(paid - p), F(paid) - p)
     if d == 2:
         k, p = rng.randint(2, 9), rng.randint(2, 15)
         paid = rng.choice([x for x in (20, 50, 100, 200) if x > k * p])
@@ -393,7 +393,7 @@ def change(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} has {money(paid, cur)} and buys {k} {many} priced at {money(p, cur)} each. How much money does {name} have left?"),
             ),
         )  # fmt: skip
-        steps = [lab("Cost", S.mul(k, p)), lab("Change", S.sub(paid, k * p))]
+        steps = [lab("Cost", S.worked(k, "*", p)), lab("Change", S.worked(paid, "-", k * p))]
         return Problem(q, say(*steps), F(paid - k * p), F(paid) - F(k) * p)
     k = rng.randint(2, 5)
     p1, p2 = F(rng.randrange(50, 1000, 25), 100), F(rng.randrange(50, 1000, 25), 100)
@@ -440,7 +440,8 @@ def average(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{n} sacks hold {listed} kg of rice. If the rice is shared out equally between the sacks, how many kg does each hold?"),
             ),
         )  # fmt: skip
-        steps = [lab("Sum", total_of(xs)), lab("Mean", S.div(s, n))]
+        # The count is stated: dividing by the wrong count was the commonest error here.
+        steps = [lab("Sum", total_of(xs)), f"Count: {n}", lab("Mean", S.worked(s, "/", n))]
         return Problem(q, say(*steps), F(s, n), sum(map(F, xs)) / len(xs))
     n = rng.choice((3, 4, 5))
     mean = rng.randint(10, 90)
@@ -487,7 +488,7 @@ def multi_step(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} already had {a} {many} before receiving {b} boxes of {c} {many} as a gift. What is {name}'s total now?"),
             ),
         )  # fmt: skip
-        steps = [lab("Bought", S.mul(b, c)), lab("Total", S.add(a, b * c))]
+        steps = [lab("Bought", S.worked(b, "*", c)), lab("Total", S.worked(a, "+", b * c))]
         return Problem(q, say(*steps), F(a + b * c), F(a) + F(b) * c)
     if kind == "wage":
         h, t = rng.randint(5, 25), rng.randint(2, 8)
@@ -502,7 +503,7 @@ def multi_step(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{name} earns {money(h, cur)} for every hour worked. After working {t} hours and paying {money(s, cur)} for a ticket, how much money does {name} keep?"),
             ),
         )  # fmt: skip
-        steps = [lab("Earned", S.mul(h, t)), lab("Left", S.sub(h * t, s))]
+        steps = [lab("Earned", S.worked(h, "*", t)), lab("Left", S.worked(h * t, "-", s))]
         return Problem(q, say(*steps), F(h * t - s), F(h) * t - s)
     if kind == "share":
         k, each = rng.randint(2, 6), rng.randint(2, 12)
@@ -522,9 +523,9 @@ def multi_step(rng: random.Random, d: int) -> Problem:
             ),
         )  # fmt: skip
         steps = [
-            lab("", S.mul(b, c)),
-            lab("", S.sub(b * c, g)),
-            lab("Each", S.div(k * each, k)),
+            lab("", S.worked(b, "*", c)),
+            lab("", S.worked(b * c, "-", g)),
+            lab("Each", S.worked(k * each, "/", k)),
         ]
         return Problem(q, say(*steps), F(each), (F(b) * c - g) / k)
     if kind == "days":
@@ -540,8 +541,8 @@ def multi_step(rng: random.Random, d: int) -> Problem:
         )  # fmt: skip
         tu, we = 2 * a, 2 * a - less
         steps = [
-            lab("Tuesday", S.mul(a, 2)),
-            lab("Wednesday", S.sub(tu, less)),
+            lab("Tuesday", S.worked(a, "*", 2)),
+            lab("Wednesday", S.worked(tu, "-", less)),
             lab("Total", total_of([a, tu, we])),
         ]
         return Problem(q, say(*steps), F(a + tu + we), F(a) * 5 - less)
