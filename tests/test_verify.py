@@ -1,5 +1,7 @@
 """Arithmetic claims: found where they are written, judged exactly."""
 
+from fractions import Fraction
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -67,3 +69,64 @@ def test_chained_claims() -> None:
     rep = check_steps("12 * 4 = 10 * 4 + 2 * 4 = 40 + 8 = 49")
     assert (rep.n_claims, rep.n_correct) == (3, 2)
     assert check_steps("x = 5 = 5").n_claims == 0
+
+
+# GSM8K notation (docs/data.md): shapes the converted calculator notes and the solutions'
+# own text use. Each pair: text, [(claim found, holds)].
+@pytest.mark.parametrize(
+    "text,found",
+    [
+        ("100 x .20 = 20", [("100 x .20 = 20", True)]),  # leading-dot decimal
+        ("18*.5 = $9.00", [("18*.5 = $9.00", True)]),
+        ("2 - .5 = 1.5", [("2 - .5 = 1.5", True)]),
+        ("4 + 4 + 2 + 6 + 11 = €27", [("4 + 4 + 2 + 6 + 11 = €27", True)]),  # other currencies
+        ("0.5 X 64 = 32", [("0.5 X 64 = 32", True)]),
+        ("Red crayons: 4(3)=12", [("4(3) = 12", True)]),  # implicit product
+        ("Week 2:300(.30)=90 pages", [("300(.30) = 90", True)]),
+        ("Rodney:8(20)-14=146 pounds", [("8(20)-14 = 146", True)]),
+        ("(1/2)(40) = 20", [("(1/2)(40) = 20", True)]),
+        ("2 + 4 = 6 (6 apples)", [("2 + 4 = 6", True)]),  # a remark in parentheses
+        ("$2000 / 2/3 = $3000", [("$2000 / 2/3 = $3000", True)]),  # divide by a fraction
+        ("28 / 1/5 = 28 * 5 = 140", [("28 / 1/5 = 28 * 5", True), ("28 * 5 = 140", True)]),
+        ("60/3/4 = 5", [("60/3/4 = 5", True)]),  # unspaced: left to right
+        ("14 / 1 / 4 = 14 * 4", [("14 / 1 / 4 = 14 * 4", False)]),
+        ("$130 / 2 = $65/wand", [("$130 / 2 = $65", True)]),  # a unit is not a variable
+        ("9 * 100 = 900g of flour", [("9 * 100 = 900", True)]),
+        ("12 * 4 = 48\n48 + 2 = 50", [("12 * 4 = 48", True), ("48 + 2 = 50", True)]),
+        ("x = 3.5 and 5 - 8 = -3", [("5 - 8 = -3", True)]),
+        ("is -3 + 5 = 2", [("-3 + 5 = 2", True)]),
+        ("Therefore, over 100 acts, 70 + 40 = 100 people", [("70 + 40 = 100", False)]),
+        # the expression visibly runs on outside what was found: no claim, never a false one
+        ("60 minutes x 3/4 = 45 minutes", []),
+        ("16 gallons * 1/4 = 16 * 1/4 = 4 gallons", [("16 * 1/4 = 4", True)]),
+        ("25 time-outs - 1 = 25 - 1 = 24", [("25 - 1 = 24", True)]),
+        ("12 – 2 = 12 - 2 = 10", [("12 - 2 = 10", True)]),
+        ("W/2 - 2 = $55.", []),
+        ("24V + 15 + 6 = $141", []),
+        ("1 1/2 * 4 = 6", []),
+        ("$100 000 x 10/100 = $10,000", []),
+        ("21 x (1 and 1/3) = 28", []),
+        ("4 / 3 = 1 and 1/3", []),
+        ("$10/3=$3 and $1/3 per pizza", []),
+        ("100 / 6= 16 and (2/3)", []),
+        ("600 x 30 = 18 000 watts", []),
+        ("22 - 16 = 16 + x - 16", []),
+        ("2*4 = 8x-14", []),
+        ("200=(5/4)x", []),
+        ("23 = (1/2)*2M", []),
+    ],
+)
+def test_gsm8k_notation(text: str, found: list[tuple[str, bool]]) -> None:
+    claims = find_claims(text)
+    assert [(c.text, c.correct) for c in claims] == found
+    for c in claims:  # the span is where the claim was read
+        start, end = c.span
+        assert text[start:end].replace(" ", "") == c.text.replace(" ", "")
+
+
+def test_evaluate_reads_only_arithmetic() -> None:
+    assert evaluate(".5 * 4") == 2
+    assert evaluate("4(17)") == 68
+    assert evaluate("25 / 1/3") == 75 and evaluate("25/1/3") == Fraction(25, 3)
+    # characters that are not arithmetic make it no expression, never skipped over
+    assert evaluate("2 & 3") is None and evaluate("50%") is None and evaluate("3.") is None

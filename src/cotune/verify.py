@@ -9,22 +9,61 @@ generator would reject is also a step the evaluator counts as wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 from cotune.format import parse_number
 
-_NUMTOK = r"\$?\d+(?:,\d{3})*(?:\.\d+)?"
-# "x" means "times" only between spaced numbers ("5 x 6"), never in "3x - 4" (a variable).
-_OP = r"(?:\s*[-+*/×÷]\s*|\s+x\s+)"
-# A term: numbers joined by operators, with optional parentheses and leading signs.
+# Currency signs a number may carry ("$3 * 4 = $12", "€55 - €27 = €28"); values ignore them.
+_CUR = "$€£₹"
+# A number: "1,250", "2.5" and GSM8K's leading-dot decimals (".5", "$.25").
+_NUMTOK = rf"[{_CUR}]?(?:\d+(?:,\d{{3}})*(?:\.\d+)?|\.\d+)"
+# "x" (or "X") means "times" only between spaced numbers ("5 x 6"), never in "3x - 4" (a
+# variable).
+_OP = r"(?:\s*[-+*/×÷]\s*|\s+[xX]\s+)"
+# Between numbers: an operator, or "(" right after a number or ")" (implicit product: "4(17)",
+# "300(.30)", "(1/2)(40)"). With a space ("6 (6 apples)") it is prose, not a product.
+_JOIN = rf"(?:(?:\s*\))*{_OP}|\)*(?=\())"
+# A term: numbers joined by operators, with optional parentheses and leading signs. Every
+# stretch of spaces has one place to go (no "\s*\s*"), so a long run of operators without
+# "=" fails in linear time instead of trying every way to split the spaces.
 _TERM = (
-    rf"(?:\(\s*)*-?\s*{_NUMTOK}(?:/\d+(?![\d.]))?"
-    rf"(?:\s*\)*{_OP}(?:\(\s*)*-?\s*{_NUMTOK})*\s*\)*%?"
+    rf"(?:\(\s*)*(?:-\s*)?{_NUMTOK}(?:/\d+(?![\d.]))?"
+    rf"(?:{_JOIN}(?:\(\s*)*(?:-\s*)?{_NUMTOK})*(?:\s*\))*%?"
 )
 # A chain: "12 * 4 = 10 * 4 + 2 * 4 = 48" states two claims, each "=" between neighbours.
 _CHAIN_RE = re.compile(rf"(?<![\w.,]){_TERM}(?:\s*=\s*{_TERM})+(?![\d])")
-_HAS_OP = re.compile(rf"\d\s*\)*{_OP}\s*\(*\s*-?\s*\$?\d")
+_HAS_OP = re.compile(rf"\d\s*\)*(?:{_OP}|\(|\)\s*\()\s*\(*\s*-?\s*[{_CUR}]?\.?\d")
+# Text just before a chain showing that its first expression starts earlier, outside what
+# can be checked: an operator ("60 minutes x 3/4 = 45", "W/2 - 2 = 55", "12 – 2 = 10") or a
+# word's "(" ("f(3) = 5").
+_CUT_BEFORE = re.compile(r"(?:[-+*/×÷^–—]|(?<![A-Za-z])[xX]|[\w)]\()[ \t]*\Z")
+# ... a number, when the chain starts with one: "1 1/2 * 4 = 6", "$100 000 x 10/100".
+_NUMBER_BEFORE = re.compile(r"\d[ \t]+\Z")
+_NUMBER_START = re.compile(rf"[{_CUR}]?\.?\d")
+# ... the "1 and" of a mixed number, when the chain starts with a fraction: "(1 and 1/3) = 28".
+_MIXED_BEFORE = re.compile(r"\d[ \t]+and[ \t]+\Z")
+_FRACTION_START = re.compile(r"[(\s]*\d+\s*/\s*\d")
+# ... a word, when the chain starts with a spaced minus: "25 time-outs - 1 = 24" (the "-"
+# subtracts from the time-outs; "is -3 + 5 = 2" is a negative number and stays).
+_WORD_BEFORE = re.compile(r"[\w)][ \t]+\Z")
+_MINUS_START = re.compile(r"-\s")
+# Text just after a chain showing that its last expression goes on: the rest of a mixed
+# number ("= 1 and 1/3", "= 5 2/3", "= $3 and $1/3"), space-grouped thousands ("= 18 000"),
+# a term with a variable ("= 8x-14", "= 16 + x", "= 3/x", "= (5/4)x", "= 2M" at the end of
+# a line) or an attached "(" ("= 8(20)").
+# A unit is not a variable: "= $65/wand", "= 5 km/h", "= 900g of flour" keep their claim.
+_CUT_AFTER = re.compile(
+    rf"[ \t]*(?:and[ \t]+)?\(?[{_CUR}]?\d+[ \t]*/[ \t]*\d|[ \t]+\d{{3}}(?![\d.,/])"
+    r"|[A-Za-z]+[ \t]*[-+*^(]|[ \t]*[-+*×÷^][ \t]*[A-Za-z(]"
+    r"|[ \t]*/[ \t]*[A-Za-z](?![A-Za-z])|\(|(?<=\))[A-Za-z]|[A-Za-z][ \t]*(?:=|\n|\Z)"
+)
+_ALLOWED = re.compile(r"[\d.\s+\-*/()]*")
+# A fraction written without spaces after a spaced "/" is one number: "25 / 1/3" divides by a
+# third (75), as people read it, not "(25 / 1) / 3". Elsewhere "/" keeps its usual
+# left-to-right reading ("60/3/4"); next to "*", "+", "-" the two readings agree.
+_SPACED_FRACTION = re.compile(r"(\s/\s*|/\s+)(\d+(?:\.\d+)?/\d+(?:\.\d+)?)(?![\d./])")
 
 
 @dataclass(frozen=True)
@@ -36,20 +75,22 @@ class Claim:
     claimed: str
     true_value: Fraction | None  # None when the expression could not be evaluated
     correct: bool
+    # where the claim is in the text: text[start:end] is what was judged (before any
+    # unbalanced parenthesis was trimmed)
+    span: tuple[int, int] = field(default=(0, 0), compare=False, repr=False)
 
 
 class _Parser:
     """A tiny recursive-descent evaluator over exact fractions (no ``eval``)."""
 
     def __init__(self, s: str) -> None:
-        s = (
-            s.replace("×", "*")
-            .replace("÷", "/")
-            .replace("x", "*")
-            .replace(",", "")
-            .replace("$", "")
-        )
-        self.toks = re.findall(r"\d+(?:\.\d+)?|[-+*/()]", s)
+        s = s.replace("×", "*").replace("÷", "/").replace("x", "*").replace("X", "*")
+        s = s.replace(",", "")
+        s = s.translate({ord(c): None for c in _CUR})
+        if not _ALLOWED.fullmatch(s):  # anything else is not arithmetic: never skip over it
+            raise ValueError("not an arithmetic expression")
+        s = _SPACED_FRACTION.sub(r"\1(\2)", s)
+        self.toks = re.findall(r"\d+(?:\.\d+)?|\.\d+|[-+*/()]|\S", s)
         self.i = 0
 
     def parse(self) -> Fraction:
@@ -77,8 +118,8 @@ class _Parser:
 
     def term(self) -> Fraction:
         v = self.unary()
-        while self.peek() in ("*", "/"):
-            op = self.take()
+        while self.peek() in ("*", "/", "("):
+            op = "*" if self.peek() == "(" else self.take()  # "4(17)": implicit product
             r = self.unary()
             if op == "*":
                 v = v * r
@@ -99,11 +140,12 @@ class _Parser:
                 raise ValueError("unbalanced")
             return v
         t = self.take()
-        if not re.fullmatch(r"\d+(?:\.\d+)?", t):
+        if not re.fullmatch(r"\d+(?:\.\d+)?|\.\d+", t):
             raise ValueError(f"unexpected {t}")
         return Fraction(t)
 
 
+@lru_cache(maxsize=1 << 16)  # the same steps recur across a data set; the value is immutable
 def evaluate(expression: str) -> Fraction | None:
     """Exact value of an arithmetic expression, or None if it is not one."""
     try:
@@ -128,18 +170,47 @@ def _claim_holds(true: Fraction, claimed_text: str) -> bool:
     return False
 
 
+def _cut_before(text: str, start: int, chain: str) -> bool:
+    """Whether the text before a chain shows that its first expression starts earlier."""
+    lo = max(0, start - 16)
+
+    def ends(p: re.Pattern[str]) -> bool:
+        return p.search(text, lo, start) is not None
+
+    return (
+        ends(_CUT_BEFORE)
+        or (ends(_NUMBER_BEFORE) and _NUMBER_START.match(chain) is not None)
+        or (ends(_MIXED_BEFORE) and _FRACTION_START.match(chain) is not None)
+        or (ends(_WORD_BEFORE) and _MINUS_START.match(chain) is not None)
+    )
+
+
 def find_claims(text: str) -> list[Claim]:
     """Every checkable ``expression = value`` claim in ``text``, in order. Never raises.
 
     In a chain ``a = b = c`` each neighbouring pair is one claim; a pair of two plain
-    numbers states nothing checkable and is skipped, as is anything with a percent sign.
+    numbers states nothing checkable and is skipped, as is anything with a percent sign,
+    and a side whose expression visibly runs on outside the numbers (``60 minutes x 3/4 =
+    45``: the claim is about 60 minutes, not 3/4; ``17/3 = 5 and 2/3``; ``W/2 - 2 = 55``):
+    judging the part that was found would call a true step false.
     """
     if not isinstance(text, str):
         return []
     claims = []
     for m in _CHAIN_RE.finditer(text):
-        terms = [t.strip() for t in m.group(0).split("=")]
-        for left, right in zip(terms, terms[1:], strict=False):
+        # (term, start, end) with the term stripped, in text coordinates
+        terms: list[tuple[str, int, int]] = []
+        pos = m.start()
+        for raw in m.group(0).split("="):
+            lead = len(raw) - len(raw.lstrip())
+            terms.append((raw.strip(), pos + lead, pos + lead + len(raw.strip())))
+            pos += len(raw) + 1
+        cut_first = _cut_before(text, m.start(), m.group(0))
+        cut_last = _CUT_AFTER.match(text, terms[-1][2]) is not None
+        pairs = list(zip(terms, terms[1:], strict=False))
+        for k, ((left, start, _), (right, _, end)) in enumerate(pairs):
+            if (k == 0 and cut_first) or (k == len(pairs) - 1 and cut_last):
+                continue
             if "%" in left or "%" in right:
                 continue
             if not (_HAS_OP.search(left) or _HAS_OP.search(right)):
@@ -153,8 +224,9 @@ def find_claims(text: str) -> list[Claim]:
                 other = evaluate(right)
                 ok = true is not None and other is not None and true == other
             else:
-                ok = true is not None and _claim_holds(true, right.replace("$", ""))
-            claims.append(Claim(f"{left} = {right}", left, right, true, ok))
+                value = right.translate({ord(c): None for c in _CUR})
+                ok = true is not None and _claim_holds(true, value)
+            claims.append(Claim(f"{left} = {right}", left, right, true, ok, (start, end)))
     return claims
 
 

@@ -167,9 +167,12 @@ def check_record(
     if answer_consistent(reasoning, answer) is False:
         return n, "answer_inconsistent", "the reasoning's last claim/number is not the answer"
     if check_claims:
-        bad = [c.text for c in find_claims(reasoning) if not c.correct]
-        if bad:
-            return n, "false_claim", "; ".join(bad)[:200]
+        bad = [c for c in find_claims(reasoning) if not c.correct]
+        false = [c.text for c in bad if c.true_value is not None]
+        if false:
+            return n, "false_claim", "; ".join(false)[:200]
+        if bad:  # "1(192 = 192": a claim whose expression cannot be evaluated at all
+            return n, "unreadable_claim", "; ".join(c.text for c in bad)[:200]
     return n, None, ""
 
 
@@ -187,7 +190,8 @@ def clean(
 
     ``exclude``: records or questions that must not appear (e.g. the test set); matches on
     the exact or normalized question are rejected as ``test_overlap``.
-    ``check_claims``: also reject records whose reasoning states a false ``a op b = c``.
+    ``check_claims``: also reject records whose reasoning states a false ``a op b = c``
+    (``false_claim``) or a claim whose expression cannot be evaluated (``unreadable_claim``).
     """
     counter = token_counter or estimate_tokens
     banned_exact, banned_key = set(), set()

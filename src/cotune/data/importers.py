@@ -19,10 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cotune.data import gsm8k
 from cotune.data.records import (
     DataError,
     Record,
@@ -34,7 +36,6 @@ from cotune.data.records import (
 from cotune.format import parse_completion, parse_number
 
 Item = tuple[int, Record | DataError, str]
-_CALC = re.compile(r"<<[^<>]*>>")
 
 
 def _lines(path: Path) -> Iterator[tuple[int, Any, str]]:
@@ -72,28 +73,41 @@ def _wrap(path: Path, make: Callable[[Any, int], Record]) -> Iterator[Item]:
             yield i, DataError(e.message, str(path), i), raw
 
 
-def parse_gsm8k_answer(text: str) -> tuple[str, str]:
-    """GSM8K's answer field -> (reasoning without calculator notes, final answer)."""
+def parse_gsm8k_answer(text: str, notes: Counter | None = None) -> tuple[str, str]:
+    """GSM8K's answer field -> (reasoning, final answer).
+
+    Each ``<<48/2=24>>`` calculator note becomes a claim :mod:`cotune.verify` checks, and
+    run-on chains are split (:mod:`cotune.data.gsm8k`); ``notes`` (if given) counts what
+    happened to each note (``note_carried``, ...) and each repair (``repaired_run_on_chain``).
+    Claims that stay false are left in the text for :func:`cotune.data.clean` with
+    ``check_claims=True`` to drop, counted by reason.
+    """
     if "####" not in text:
         raise DataError("field 'answer': expected GSM8K '#### <number>' at the end")
     body, _, final = text.rpartition("####")
-    lines = [_CALC.sub("", line).strip() for line in body.strip().split("\n")]
-    return "\n".join(line for line in lines if line), _answer(final, "field 'answer' after ####")
+    answer = _answer(final, "field 'answer' after ####")
+    conv = gsm8k.convert(body)
+    checked = gsm8k.check_claims(conv.reasoning)
+    if notes is not None:
+        notes.update({f"note_{k}": v for k, v in conv.notes.items()})
+        notes.update({f"repaired_{k}": v for k, v in checked.repairs.items()})
+    return checked.reasoning, answer
 
 
-def iter_gsm8k(path: str | Path) -> Iterator[Item]:
+def _gsm8k_record(obj: Any, rid: str, notes: Counter | None) -> Record:
+    """One GSM8K row (``question``, ``answer`` with ``####``) -> a record."""
+    q = _field(obj, "question", "'question' and 'answer' strings").strip()
+    if not q:
+        raise DataError("field 'question': expected non-empty text")
+    reasoning, answer = parse_gsm8k_answer(
+        _field(obj, "answer", "'question' and 'answer' strings"), notes
+    )
+    return Record(rid, "gsm8k", q, reasoning, answer, "gsm8k", None)
+
+
+def iter_gsm8k(path: str | Path, notes: Counter | None = None) -> Iterator[Item]:
     p = Path(path)
-
-    def make(obj: Any, i: int) -> Record:
-        q = _field(obj, "question", "'question' and 'answer' strings").strip()
-        if not q:
-            raise DataError("field 'question': expected non-empty text")
-        reasoning, answer = parse_gsm8k_answer(
-            _field(obj, "answer", "'question' and 'answer' strings")
-        )
-        return Record(f"gsm8k-{p.stem}-{i}", "gsm8k", q, reasoning, answer, "gsm8k", None)
-
-    yield from _wrap(p, make)
+    yield from _wrap(p, lambda obj, i: _gsm8k_record(obj, f"gsm8k-{p.stem}-{i}", notes))
 
 
 def _completion(text: str) -> tuple[str, str]:
