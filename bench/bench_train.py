@@ -19,18 +19,10 @@ from pathlib import Path
 import jax
 
 from cotune.config import load_config
-from cotune.lora import apply_lora
 from cotune.runtime import enable_compilation_cache
-from cotune.train.forward import split_for_training
-from cotune.train.mesh import make_mesh, put_batch, replicated, shard_state, state_shardings
-from cotune.train.sft import (
-    _replicate_loose,
-    _shardings,
-    make_optimizer,
-    make_train_step,
-    plan_for,
-    tokenize,
-)
+from cotune.train.mesh import put_batch
+from cotune.train.plan import plan_for, tokenize
+from cotune.train.step import build_state
 
 
 def records(n: int) -> list[dict]:
@@ -58,22 +50,14 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
     )
     examples, stats = tokenize(cfg, model.tokenizer, recs)
     plan = plan_for(cfg, examples)
-    module = apply_lora(model.module, cfg.lora)
-    mesh = make_mesh(cfg.mesh)
-    graphdef, trainable, frozen = split_for_training(module, True, bf16)
-    trainable, frozen = shard_state(trainable, mesh), shard_state(frozen, mesh)
-    tx = make_optimizer(cfg, len(plan))
-    opt = _replicate_loose(tx.init(trainable), mesh)
-    step = make_train_step(
-        graphdef, tx, bf16, (state_shardings(trainable, mesh), _shardings(opt), replicated(mesh))
-    )
+    state = build_state(model.module, cfg, len(plan))
     times, toks, trained, losses = [], 0, 0, []
     compile_s = None
     for s in range(len(plan)):
         b = plan.batch(examples, s, model.tokenizer.pad_id)
-        arrays = put_batch(b.arrays(), mesh)
+        arrays = put_batch(b.arrays(), state.mesh)
         t0 = time.perf_counter()
-        trainable, opt, loss, _ = step(trainable, opt, frozen, arrays)
+        loss, _ = state.step(arrays)
         loss = float(loss)
         dt = time.perf_counter() - t0
         losses.append(loss)

@@ -36,7 +36,7 @@ MARK = "RESULT "
 
 def _pairs(model, recs) -> list[tuple[list[int], list[int]]]:
     from cotune.config import load_config
-    from cotune.train.sft import tokenize
+    from cotune.train.plan import tokenize
 
     cfg = load_config(None, ["format.max_seq_len=128"])
     examples, _ = tokenize(cfg, model.tokenizer, recs)

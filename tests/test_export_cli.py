@@ -95,7 +95,8 @@ def test_cli_exports_a_trained_run(tmp_path) -> None:
     """A real tiny SFT run: the export equals ``load_run(merged=True)`` (the trainer's own,
     independent merge) weight for weight, and generates the same text."""
     from cotune.config import load_config
-    from cotune.train.sft import load_run, train
+    from cotune.train.load import load_run
+    from cotune.train.sft import train
 
     records = [
         {

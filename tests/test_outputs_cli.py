@@ -86,7 +86,7 @@ def ws(tmp_path: Path, monkeypatch) -> SimpleNamespace:
 
     # rl and quickstart: only the output handling is under test, not the long computation
     from cotune import quickstart as qs
-    from cotune.rl import grpo
+    from cotune.rl import run as rl_run
 
     def fake_grpo(model, cfg, train, held, out, **kw):
         Path(out).mkdir(parents=True, exist_ok=True)
@@ -97,7 +97,7 @@ def ws(tmp_path: Path, monkeypatch) -> SimpleNamespace:
         (work / "summary.json").write_text('{"new": true}\n')
         return qs.QuickstartResult(out, {}, {})
 
-    monkeypatch.setattr(grpo, "train_grpo", fake_grpo)
+    monkeypatch.setattr(rl_run, "train_grpo", fake_grpo)
     monkeypatch.setattr(qs, "_pipeline", fake_pipeline)
     return SimpleNamespace(
         root=tmp_path, data=data_file, preds=preds, report=report, rl=rl_cfg_file, qs=qs_cfg_file
@@ -290,7 +290,7 @@ def test_rejects_sidecar_is_an_output_too(ws) -> None:
 
 
 def test_rl_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatch) -> None:
-    from cotune.rl import grpo
+    from cotune.rl import run as rl_run
 
     out = ws.root / "run"
     out.mkdir()
@@ -301,7 +301,7 @@ def test_rl_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatch) 
         (Path(out) / "metrics.jsonl").write_text("partial\n")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(grpo, "train_grpo", crash)
+    monkeypatch.setattr(rl_run, "train_grpo", crash)
     r = cli("rl", "--config", ws.rl, "--init", "tiny", "--out", out, "--force")
     assert r.exit_code == 1 and "previous run folder is kept" in said(r), r.output
     (kept,) = [p for p in ws.root.iterdir() if p.name.startswith(".run.old-")]
@@ -440,11 +440,11 @@ def test_bom_is_accepted_everywhere(tmp_path: Path) -> None:
     r = cli("data", "import", "jsonl", jl, "--out", tmp_path / "o.jsonl")
     assert r.exit_code == 0, r.output
 
-    from cotune.commands.rl import _read_jsonl
     from cotune.eval.inputs import load_records
+    from cotune.rl.questions import read_questions
 
     assert load_records(jl)[0].id == "a" and load_records(csv_file)[0].id == "a"
-    assert _read_jsonl(str(jl))[0]["answer"] == "4"
+    assert read_questions(jl)[0]["answer"] == "4"
 
 
 def test_folder_given_as_input_file(tmp_path: Path) -> None:
@@ -460,11 +460,10 @@ def test_folder_given_as_input_file(tmp_path: Path) -> None:
         r = cli(*args)
         assert r.exit_code != 0 and "is a directory, expected a file" in said(r), r.output
         assert "not found" not in r.output
-    from cotune.commands.rl import _read_jsonl
-    from cotune.config import ConfigError
+    from cotune.rl.questions import read_questions
 
-    with pytest.raises(ConfigError, match="is a directory"):
-        _read_jsonl(str(folder))
+    with pytest.raises(D.DataError, match="is a directory"):
+        read_questions(folder)
 
 
 def test_binary_input_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
@@ -479,11 +478,10 @@ def test_binary_input_is_one_line_naming_file_and_line(tmp_path: Path) -> None:
     bad_csv.write_bytes(b"question,answer\nWhat is 1 + 1?,2\n\xff\xfe,3\n")
     r = cli("data", "import", "csv", bad_csv, "--out", tmp_path / "o.jsonl")
     assert r.exit_code == 1 and f"{bad_csv}:3: not UTF-8 text" in said(r), r.output
-    from cotune.commands.rl import _read_jsonl
-    from cotune.config import ConfigError
+    from cotune.rl.questions import read_questions
 
-    with pytest.raises(ConfigError, match=re.escape(f"{blob}:2: not UTF-8")):
-        _read_jsonl(str(blob))
+    with pytest.raises(D.DataError, match=re.escape(f"{blob}:2: not UTF-8")):
+        read_questions(blob)
 
 
 def test_csv_keeps_ids_and_names_extra_columns(tmp_path: Path) -> None:

@@ -11,46 +11,47 @@ import errno
 import json
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 from cotune.config import load_config
-from cotune.train.checkpoint import (
+from cotune.train.checkpoint_integrity import (
     MANIFEST,
     CheckpointError,
     CheckpointWarning,
     summarize_error,
     verify_step,
 )
-from cotune.train.sft import TrainingDiverged, load_run, train
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_sft import records  # noqa: E402
+from cotune.train.errors import TrainingDiverged
+from cotune.train.load import load_run
+from cotune.train.sft import train
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 OVER = ["train.steps=8", "train.checkpoint_every=2", "train.keep_checkpoints=3"]
 
 
-def cfg(*extra: str):
-    return load_config(CONFIG, OVER + list(extra))
+@pytest.fixture(scope="module")
+def sft(cfg, records):
+    """``sft(out, **train_kwargs)``: this file's 8-step run of the tiny model into ``out``."""
+
+    def run(out: Path, **kw):
+        return train(cfg(*OVER), out, train_records=records(), progress=False, **kw)
+
+    return run
 
 
-def lora_leaves(model) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model.module, nnx.LoRAParam))]
+@pytest.fixture(scope="module")
+def assert_same_weights(lora):
+    def check(a, b) -> None:
+        la, lb = lora(a), lora(b)
+        assert len(la) == len(lb) > 0
+        for x, y in zip(la, lb, strict=True):
+            assert np.allclose(x, y, rtol=1e-5, atol=1e-7)
 
-
-def assert_same_weights(a, b) -> None:
-    la, lb = lora_leaves(a), lora_leaves(b)
-    assert len(la) == len(lb) > 0
-    for x, y in zip(la, lb, strict=True):
-        assert np.allclose(x, y, rtol=1e-5, atol=1e-7)
+    return check
 
 
 def steps_on_disk(run: Path, sub: str = "checkpoints") -> list[int]:
@@ -58,10 +59,9 @@ def steps_on_disk(run: Path, sub: str = "checkpoints") -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, sft):
     """An uninterrupted 8-step run: the weights every recovered run must end with."""
-    out = tmp_path_factory.mktemp("ref") / "run"
-    return train(cfg(), out, train_records=records(), progress=False)
+    return sft(tmp_path_factory.mktemp("ref") / "run")
 
 
 def _largest_data_file(step_dir: Path) -> Path:
@@ -101,14 +101,16 @@ def _no_manifest_truncate(d: Path) -> str:
 @pytest.mark.parametrize(
     "damage", [_truncate, _flip_byte, _bad_meta, _no_manifest_truncate], ids=lambda f: f.__name__
 )
-def test_damaged_latest_checkpoint_falls_back(tmp_path: Path, reference, damage) -> None:
+def test_damaged_latest_checkpoint_falls_back(
+    tmp_path: Path, sft, reference, assert_same_weights, damage
+) -> None:
     run = tmp_path / "run"
-    part = train(cfg(), run, train_records=records(), stop_after=6, progress=False)
+    part = sft(run, stop_after=6)
     assert part.steps == 6 and steps_on_disk(run) == [2, 4, 6]
     assert verify_step(run / "checkpoints" / "6") is None
     named = damage(run / "checkpoints" / "6")
     with pytest.warns(CheckpointWarning) as caught:
-        done = train(cfg(), run, resume=True, train_records=records(), progress=False)
+        done = sft(run, resume=True)
     msg = next(str(w.message) for w in caught if issubclass(w.category, CheckpointWarning))
     assert "step 6 is unusable" in msg and named in msg and "Falling back to step 4" in msg
     assert done.steps == 8 and len(done.losses) == 4  # steps 5..8 re-run from step 4
@@ -155,18 +157,18 @@ def test_tensorstore_error_is_summarized_to_its_cause() -> None:
     assert len(summarize_error(RuntimeError("x" * 1000))) == 300
 
 
-def test_every_checkpoint_damaged_is_a_clear_error(tmp_path: Path) -> None:
+def test_every_checkpoint_damaged_is_a_clear_error(tmp_path: Path, sft) -> None:
     run = tmp_path / "run"
-    train(cfg(), run, train_records=records(), stop_after=4, progress=False)
+    sft(run, stop_after=4)
     for s in steps_on_disk(run):
         _truncate(run / "checkpoints" / str(s))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CheckpointWarning)
         with pytest.raises(CheckpointError, match="no usable checkpoint.*step 4.*step 2"):
-            train(cfg(), run, resume=True, train_records=records(), progress=False)
+            sft(run, resume=True)
 
 
-def test_load_run_skips_a_damaged_checkpoint_read_only(tmp_path: Path, reference) -> None:
+def test_load_run_skips_a_damaged_checkpoint_read_only(tmp_path: Path, reference, lora) -> None:
     run = reference.run_dir
     copy = tmp_path / "copy"
     shutil.copytree(run, copy)
@@ -174,9 +176,7 @@ def test_load_run_skips_a_damaged_checkpoint_read_only(tmp_path: Path, reference
     with pytest.warns(CheckpointWarning, match="step 8 is unusable"):
         m = load_run(copy, which="last")
     assert (copy / "checkpoints" / "8").is_dir()  # loading never moves files
-    assert not all(
-        np.allclose(a, b) for a, b in zip(lora_leaves(m), lora_leaves(reference.model), strict=True)
-    )
+    assert not all(np.allclose(a, b) for a, b in zip(lora(m), lora(reference.model), strict=True))
 
 
 # --------------------------------------------------------------------------- full disk
@@ -209,11 +209,13 @@ def _fail_writes_into(monkeypatch, marker: str) -> dict:
     return hits
 
 
-def test_disk_full_at_second_save_keeps_the_first(tmp_path: Path, reference, monkeypatch) -> None:
+def test_disk_full_at_second_save_keeps_the_first(
+    tmp_path: Path, sft, reference, assert_same_weights, monkeypatch
+) -> None:
     run = tmp_path / "run"
     hits = _fail_writes_into(monkeypatch, f"{os.sep}checkpoints{os.sep}4")
     with pytest.raises(CheckpointError) as e:
-        train(cfg(), run, train_records=records(), progress=False)
+        sft(run)
     msg = str(e.value)
     assert hits["n"] >= 1
     assert "could not write checkpoint step 4" in msg and "disk full" in msg
@@ -222,7 +224,7 @@ def test_disk_full_at_second_save_keeps_the_first(tmp_path: Path, reference, mon
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith("4")]
     assert verify_step(run / "checkpoints" / "2") is None
     monkeypatch.undo()  # space freed
-    done = train(cfg(), run, resume=True, train_records=records(), progress=False)
+    done = sft(run, resume=True)
     assert done.steps == 8
     assert_same_weights(done.model, reference.model)
 
@@ -246,26 +248,11 @@ def test_disk_full_in_cli_is_a_message(tmp_path: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
-def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch, bad) -> None:
-    import cotune.train.sft as sft
-
-    real = sft.make_train_step
-
-    def poisoned(*args, **kwargs):
-        step = real(*args, **kwargs)
-        calls = {"n": 0}
-
-        def wrapped(tr, opt, fr, batch):
-            calls["n"] += 1
-            out = step(tr, opt, fr, batch)
-            return (*out[:2], jnp.float32(bad) if calls["n"] == 5 else out[2], out[3])
-
-        return wrapped
-
-    monkeypatch.setattr(sft, "make_train_step", poisoned)
+def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, sft, poison_loss, bad) -> None:
+    poison_loss(5, bad)
     run = tmp_path / "r"
     with pytest.raises(TrainingDiverged, match=f"step 5: loss is {bad}") as e:
-        train(cfg(), run, train_records=records(), progress=False)
+        sft(run)
     assert "step 4" in str(e.value) and "optim.lr" in str(e.value)
     assert steps_on_disk(run) == [2, 4]
     assert all(verify_step(run / "checkpoints" / str(s)) is None for s in (2, 4))
@@ -276,11 +263,10 @@ def test_non_finite_loss_stops_and_keeps_last_good(tmp_path: Path, monkeypatch, 
 # --------------------------------------------------------------------------- RL
 
 
-def _rl_setup(tmp_path: Path, monkeypatch, steps: int = 4):
+def _rl_setup(steps: int = 4):
     from cotune.model import load
-    from cotune.rl import grpo
+    from cotune.rl.questions import make_examples
 
-    monkeypatch.setattr(grpo, "default_sampler", lambda: grpo.reference_sampler)
     c = load_config(
         None,
         [
@@ -299,40 +285,87 @@ def _rl_setup(tmp_path: Path, monkeypatch, steps: int = 4):
     )
     model = load("tiny")
     qs = [{"question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(6)]
-    return grpo, c, model, grpo.make_examples(qs, model, c)
+    return c, model, make_examples(qs, model, c)
 
 
 @pytest.mark.slow
-def test_rl_damaged_checkpoint_falls_back_and_nan_stops(tmp_path: Path, monkeypatch) -> None:
+def test_rl_damaged_checkpoint_falls_back_and_nan_stops(
+    tmp_path: Path, assert_same_weights, monkeypatch
+) -> None:
     from cotune.model import load
+    from cotune.rl.run import train_grpo
+    from cotune.rl.trainer import GRPOTrainer
 
-    grpo, c, model, ex = _rl_setup(tmp_path, monkeypatch)
-    full = grpo.train_grpo(model, c, ex, [], tmp_path / "full", show_progress=False)
+    c, model, ex = _rl_setup()
+    full = train_grpo(model, c, ex, [], tmp_path / "full", show_progress=False)
     c3 = c.model_copy(update={"rl": c.rl.model_copy(update={"steps": 3})})
-    grpo.train_grpo(load("tiny"), c3, ex, [], tmp_path / "b", show_progress=False)
+    train_grpo(load("tiny"), c3, ex, [], tmp_path / "b", show_progress=False)
     _flip_byte_rl(tmp_path / "b" / "checkpoints" / "3")
     with pytest.warns(CheckpointWarning, match="step 3 is unusable.*Falling back to step 2"):
-        done = grpo.train_grpo(
-            load("tiny"), c, ex, [], tmp_path / "b", resume=True, show_progress=False
-        )
+        done = train_grpo(load("tiny"), c, ex, [], tmp_path / "b", resume=True, show_progress=False)
     assert [s["step"] for s in done.history.steps] == [1, 2, 3, 4]
     assert_same_weights(done.model, full.model)
 
     # a NaN loss stops RL before it reaches a checkpoint
-    real = grpo.GRPOTrainer.train_step
+    real = GRPOTrainer.train_step
 
     def nan_at_3(self):
         rec = real(self)
         return {**rec, "loss": float("nan")} if self.step == 3 else rec
 
-    monkeypatch.setattr(grpo.GRPOTrainer, "train_step", nan_at_3)
+    monkeypatch.setattr(GRPOTrainer, "train_step", nan_at_3)
     with pytest.raises(TrainingDiverged, match="rl step 3: loss is nan.*step 2"):
-        grpo.train_grpo(load("tiny"), c, ex, [], tmp_path / "n", show_progress=False)
+        train_grpo(load("tiny"), c, ex, [], tmp_path / "n", show_progress=False)
     assert steps_on_disk(tmp_path / "n") == [1, 2]
 
 
+def test_rl_checkpoint_with_one_state_item_loads_and_resumes(tmp_path: Path, lora) -> None:
+    """RL steps may hold a single ``state`` item (LoRA, reference LoRA and optimizer as
+    flat leaf lists) beside ``meta``: such a run loads and resumes like any other."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from cotune.model import load
+    from cotune.rl.load import load_rl_run
+    from cotune.rl.run import train_grpo
+    from cotune.rl.trainer import GRPOTrainer
+    from cotune.train.checkpoint import RunCheckpoints
+    from cotune.train.checkpoint_integrity import make_manager, save_step
+
+    def leaves(tree) -> dict:
+        return {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(tree))}
+
+    c, model, ex = _rl_setup(steps=2)
+    run = tmp_path / "run"
+    done = train_grpo(model, c, ex, [], run, show_progress=False)
+    like = GRPOTrainer(done.model, c, ex)  # the structures a checkpoint restores into
+    ckpts = RunCheckpoints(run)
+    got = ckpts.restore(like.lora, like.opt_state, extra={"ref": like.ref_lora})
+    ckpts.close()
+    shutil.rmtree(run / "checkpoints")
+    mgr = make_manager(run / "checkpoints", 2)
+    state = {
+        "lora": leaves(got.params),
+        "ref": leaves(got.extra["ref"]),
+        "opt": leaves(got.opt_state),
+    }
+    save_step(
+        mgr,
+        2,
+        ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(got.meta)),
+    )
+    mgr.close()
+
+    again = load_rl_run(run, lambda init: load("tiny"))
+    assert again.meta["step"] == 2
+    assert all(np.array_equal(a, b) for a, b in zip(lora(again), lora(done.model), strict=True))
+    c3 = c.model_copy(update={"rl": c.rl.model_copy(update={"steps": 3})})
+    more = train_grpo(load("tiny"), c3, ex, [], run, resume=True, show_progress=False)
+    assert [s["step"] for s in more.history.steps] == [1, 2, 3]
+
+
 def _flip_byte_rl(d: Path) -> None:
-    files = [f for f in (d / "state").rglob("*") if f.is_file() and "d" in f.parts]
+    files = [f for f in (d / "params").rglob("*") if f.is_file() and "d" in f.parts]
     f = max(files, key=lambda f: f.stat().st_size)
     b = bytearray(f.read_bytes())
     b[len(b) // 2] ^= 0x01
@@ -340,7 +373,7 @@ def _flip_byte_rl(d: Path) -> None:
 
 
 @pytest.mark.slow
-def test_real_full_disk_on_tmpfs(tmp_path: Path, reference) -> None:
+def test_real_full_disk_on_tmpfs(tmp_path: Path, sft, reference, assert_same_weights) -> None:
     """A real ENOSPC: ``checkpoints/`` is a 360 KiB tmpfs (one tiny checkpoint is ~240 KiB).
     Needs root (mount); skipped elsewhere."""
     import subprocess
@@ -353,11 +386,11 @@ def test_real_full_disk_on_tmpfs(tmp_path: Path, reference) -> None:
         pytest.skip("cannot mount a tmpfs here (not root?)")
     try:
         with pytest.raises(CheckpointError, match="could not write checkpoint step 4") as e:
-            train(cfg(), run, resume=True, train_records=records(), progress=False)
+            sft(run, resume=True)
         assert "intact (step 2)" in str(e.value)
         assert steps_on_disk(run) == [2] and verify_step(mnt / "2") is None
         subprocess.run(["mount", "-o", "remount,size=4m", str(mnt)], check=True)  # space freed
-        done = train(cfg(), run, resume=True, train_records=records(), progress=False)
+        done = sft(run, resume=True)
         assert_same_weights(done.model, reference.model)
     finally:
         subprocess.run(["umount", str(mnt)], check=False)

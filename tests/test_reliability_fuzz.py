@@ -190,22 +190,20 @@ def test_record_jsonl_reading(tmp_path: Path, content: bytes) -> None:
 
 @budget(1000)
 @given(content=_files)
-def test_train_and_rl_data_readers(tmp_path: Path, content: bytes) -> None:
-    """The JSONL readers behind ``data.train: [{path: ...}]`` in SFT and RL."""
-    from cotune.commands.rl import _read_jsonl as rl_read
-    from cotune.train.sft import TrainError
-    from cotune.train.sft import _read_jsonl as sft_read
+def test_rl_question_reading(tmp_path: Path, content: bytes) -> None:
+    """RL's reader behind ``data.train: [{path: ...}]`` (question and answer only); SFT reads
+    canonical records with ``read_jsonl`` (above)."""
+    from cotune.rl.questions import read_questions
 
     p = tmp_path / "train.jsonl"
     p.write_bytes(content)
-    for read, err in ((sft_read, TrainError), (rl_read, ConfigError)):
-        try:
-            recs = read(p)
-        except err as e:
-            assert str(e).startswith(str(p)), str(e)
-            continue
-        for r in recs:
-            assert isinstance(r, dict) and isinstance(r["question"], str)
+    try:
+        recs = read_questions(p)
+    except DataError as e:
+        _check_data_error(e, p)
+        return
+    for r in recs:
+        assert isinstance(r, dict) and isinstance(r["question"], str)
 
 
 # --------------------------------------------------------------------------- eval inputs

@@ -19,18 +19,14 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from cotune.config import load_config
 from cotune.train.sft import train
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
-sys.path.insert(0, str(TESTS))
-from test_train_sft import records  # noqa: E402
 
 SFT_OVER = [
     "train.steps=14",
@@ -43,15 +39,14 @@ import sys, time
 sys.path.insert(0, {tests!r})
 import cotune.train.sft as sft
 from cotune.config import load_config
-from test_train_sft import records
-if hasattr(sft, "put_batch"):  # slow each step down so the kill lands mid-run
-    _real = sft.put_batch
-    def _slow(*a, **k):
-        time.sleep({delay})
-        return _real(*a, **k)
-    sft.put_batch = _slow
+from conftest import sum_records
+_real = sft.put_batch
+def _slow(*a, **k):  # slow each step down so the kill lands mid-run
+    time.sleep({delay})
+    return _real(*a, **k)
+sft.put_batch = _slow
 cfg = load_config({config!r}, {over!r})
-sft.train(cfg, {out!r}, resume={resume}, train_records=records(), progress=False)
+sft.train(cfg, {out!r}, resume={resume}, train_records=sum_records(), progress=False)
 print("FINISHED")
 """
 
@@ -66,10 +61,6 @@ def kill_steps() -> random.Random:
         if settings.get_current_profile_name() == "thorough"
         else random.Random(0)
     )
-
-
-def lora(model) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model.module, nnx.LoRAParam))]
 
 
 def _steps(d: Path) -> list[int]:
@@ -128,7 +119,7 @@ def _sft_child(run: Path, resume: bool, delay: float = 0.25) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def test_sft_kill9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+def test_sft_kill9_then_resume_equals_uninterrupted(tmp_path: Path, records, lora) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", SFT_OVER)
     at = kill_steps().randint(3, 12)
     run = tmp_path / "killed"
@@ -145,7 +136,7 @@ def test_sft_kill9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sft_killed_twice_including_during_resume(tmp_path: Path) -> None:
+def test_sft_killed_twice_including_during_resume(tmp_path: Path, records, lora) -> None:
     cfg = load_config(ROOT / "configs" / "tiny.yaml", SFT_OVER)
     rng = kill_steps()
     run = tmp_path / "killed"
@@ -159,12 +150,12 @@ def test_sft_killed_twice_including_during_resume(tmp_path: Path) -> None:
 
 RL_CHILD = """
 import sys, time
-import cotune.rl.grpo as grpo
-_real = grpo.GRPOTrainer.train_step
+from cotune.rl.trainer import GRPOTrainer
+_real = GRPOTrainer.train_step
 def _slow(self):  # slow each step down so the kill lands mid-run
     time.sleep({delay})
     return _real(self)
-grpo.GRPOTrainer.train_step = _slow
+GRPOTrainer.train_step = _slow
 from cotune.cli import app
 sys.argv = ["cotune"] + {args!r}
 app()
@@ -172,7 +163,7 @@ app()
 
 
 @pytest.mark.slow
-def test_rl_kill9_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+def test_rl_kill9_then_resume_equals_uninterrupted(tmp_path: Path, lora) -> None:
     from typer.testing import CliRunner
 
     from cotune.cli import app

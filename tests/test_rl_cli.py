@@ -9,14 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from cotune.commands import rl as rl_cmd
-from cotune.rl import grpo
+from cotune.rl.policy import has_lora
 
 
 @pytest.fixture
-def cfg_file(tmp_path, monkeypatch):
-    # cotune.generate may not be installed yet: the reference sampler keeps this test
-    # independent of it (the rollout path is the same function either way).
-    monkeypatch.setattr(grpo, "default_sampler", lambda: grpo.reference_sampler)
+def cfg_file(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text(
         "\n".join(
@@ -75,7 +72,7 @@ def test_cli_run_resume_and_refusals(cfg_file, tmp_path) -> None:
     from cotune.runs import resolve
 
     model = resolve(out)
-    assert grpo.has_lora(model) and model.meta["step"] == 4
+    assert has_lora(model) and model.meta["step"] == 4
 
 
 @pytest.mark.slow

@@ -1,14 +1,25 @@
-"""GRPO on the tiny model: the loop learns a learnable reward; warnings fire when they should."""
+"""GRPO on the tiny model: the loop learns a learnable reward, its log-probs and rollouts
+are those of the plain model, and warnings fire when they should."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from rich.console import Console
 
+from cotune import format as fmt
 from cotune.config import load_config
 from cotune.model import load
-from cotune.rl import grpo
+from cotune.rl.health import History, check_warnings, rollout_health
+from cotune.rl.loss import LossCfg, loss_batch, make_loss_fns
+from cotune.rl.policy import ensure_lora, has_lora
+from cotune.rl.questions import make_examples
+from cotune.rl.rollout import Rollout, sample
+from cotune.rl.run import train_grpo
+from cotune.rl.trainer import GRPOTrainer
 
 QUESTIONS = [{"question": f"What is {i} + {i}?", "answer": str(2 * i)} for i in range(8)]
 
@@ -22,7 +33,6 @@ def vowel_share(prompts, completions, **kw) -> list[float]:
 
 
 def test_reward_rises_on_learnable_task(tmp_path) -> None:
-    # Measured: mean of the first 6 steps ~0.23, of the last 6 ~0.50 (seeds 0 and 1).
     cfg = load_config(
         None,
         [
@@ -40,15 +50,13 @@ def test_reward_rises_on_learnable_task(tmp_path) -> None:
         ],
     )
     model = load("tiny", seed=0)
-    ex = grpo.make_examples(QUESTIONS, model, cfg)
-    res = grpo.train_grpo(
+    res = train_grpo(
         model,
         cfg,
-        ex,
+        make_examples(QUESTIONS, model, cfg),
         [],
         tmp_path / "run",
         reward_fn=vowel_share,
-        sample_fn=grpo.reference_sampler,
         show_progress=False,
         console=Console(quiet=True),  # 8-token rollouts always trip the truncation warning
     )
@@ -61,62 +69,71 @@ def test_reward_rises_on_learnable_task(tmp_path) -> None:
     assert (tmp_path / "run" / "metrics.jsonl").read_text().count("\n") == 30
 
 
-def test_left_padding_does_not_change_logits() -> None:
-    """Rollouts and the loss left-pad prompts; the last prompt position must not notice."""
-    import jax.numpy as jnp
+def test_loss_log_probs_equal_each_prompt_alone() -> None:
+    """The loss batch pads prompts and completions of different lengths into one block; each
+    row's completion log-probs must equal those of a forward over that row alone."""
+    cfg = load_config(None, ["lora.rank=2"])
+    model = ensure_lora(load("tiny"), cfg.lora)
+    tok = model.tokenizer
+    prompts = [tok.encode_segments(fmt.prompt_segments(q)) for q in ("2 + 2?", "What is 12 * 4?")]
+    comps = [tok.encode("<reasoning>4</reasoning>") + [tok.end_of_turn_id], tok.encode("48")]
+    graphdef, lora, rest = nnx.split(model.module, nnx.LoRAParam, ...)
+    logps, _ = make_loss_fns(graphdef, rest, LossCfg(0.0, 0.2, 1.0, "low_var_kl"))
+    got = np.asarray(logps(lora, loss_batch(prompts, comps, tok.pad_id, 12)))
+    for r, (p, c) in enumerate(zip(prompts, comps, strict=True)):
+        n = len(p) + len(c)
+        logits, _ = model.module(
+            jnp.asarray([p + c]), jnp.arange(n)[None], None, jnp.tril(jnp.ones((n, n), bool))[None]
+        )
+        lp = jax.nn.log_softmax(logits[0, len(p) - 1 : n - 1].astype(jnp.float32), axis=-1)
+        want = np.asarray(lp[jnp.arange(len(c)), jnp.asarray(c)])
+        np.testing.assert_allclose(got[r, : len(c)], want, atol=1e-4)
 
-    from cotune import format as fmt
 
-    model = load("tiny")
-    ids = model.tokenizer.encode_segments(fmt.prompt_segments("What is 2 + 2?"))
-    n = len(ids)
-    ref, _ = model.module(
-        jnp.asarray([ids]), jnp.arange(n)[None], None, jnp.tril(jnp.ones((n, n), bool))[None]
-    )
-    tokens, mask = grpo._left_pad([ids], n + 13, model.tokenizer.pad_id)
-    positions, attn = grpo._attention(jnp.asarray(mask))
-    got, _ = model.module(jnp.asarray(tokens), positions, None, attn)
-    np.testing.assert_allclose(np.asarray(got[0, -1]), np.asarray(ref[0, -1]), atol=1e-4)
-
-
-def test_cut_at_end_token_and_stop_string() -> None:
+def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:
+    """Rollouts come from cotune.generate: greedy ones are the plain model's greedy tokens,
+    cut after the end token or the closing answer tag."""
     model = load("tiny")
     tok = model.tokenizer
-    body = tok.encode("<reasoning>1 + 1 = 2</reasoning><answer>2</answer>")
-    ids, trunc = grpo._cut(model, body + tok.encode(" junk junk"), 64, ["</answer>"])
-    assert tok.decode(ids).endswith("</answer>") and not trunc
-    ids, trunc = grpo._cut(model, tok.encode("abc") + [tok.end_of_turn_id, 5, 6], 64, [])
-    assert ids[-1] == tok.end_of_turn_id and not trunc
-    ids, trunc = grpo._cut(model, tok.encode("a b c d e f g h")[:6], 6, ["</answer>"])
-    assert trunc and len(ids) == 6
+    prompts = [
+        tok.encode_segments(fmt.prompt_segments(q)) for q in ("What is 3 + 4?", "What is 12 * 4?")
+    ]
+    ro = sample(model, prompts, max_new_tokens=10, temperature=0.0, seed=0)
+    want = reference_greedy(model, prompts, 10)
+    for ids, ref, text, truncated in zip(
+        ro.completion_ids, want, ro.texts, ro.truncated, strict=True
+    ):
+        assert ids == ref[: len(ids)]
+        ended = ids[-1] in tok.end_ids or text.endswith("</answer>")
+        assert truncated == (not ended) and (ended or len(ids) == 10)
 
 
 def test_lora_required_and_reference_is_initial_policy() -> None:
     cfg = load_config(None, ["lora.rank=2"])
     model = load("tiny")
     with pytest.raises(ValueError, match="LoRA"):
-        grpo.GRPOTrainer(model, cfg, grpo.make_examples(QUESTIONS, model, cfg))
-    model = grpo.ensure_lora(model, cfg.lora)
-    assert grpo.has_lora(model)
-    assert grpo.ensure_lora(model, cfg.lora) is model  # SFT LoRA is kept, not stacked
+        GRPOTrainer(model, cfg, make_examples(QUESTIONS, model, cfg))
+    model = ensure_lora(model, cfg.lora)
+    assert has_lora(model)
+    assert ensure_lora(model, cfg.lora) is model  # SFT LoRA is kept, not stacked
 
 
-def _hist(rewards: list[float], accs: list[tuple[int, float]]) -> grpo.History:
+def _hist(rewards: list[float], accs: list[tuple[int, float]]) -> History:
     steps = [{"step": i + 1, "reward_mean": r} for i, r in enumerate(rewards)]
     evals = [{"step": s, "eval_accuracy": a} for s, a in accs]
-    return grpo.History(steps, evals)
+    return History(steps, evals)
 
 
 def test_warns_when_reward_rises_but_accuracy_falls() -> None:
     h = _hist([0.1] * 5 + [0.9] * 5, [(5, 0.5), (10, 0.3)])
-    msgs = grpo.check_warnings(h, None, h.evals[-1])
+    msgs = check_warnings(h, None, h.evals[-1])
     assert any("reward hacking" in m for m in msgs)
     h = _hist([0.1] * 5 + [0.9] * 5, [(5, 0.5), (10, 0.6)])
-    assert grpo.check_warnings(h, None, h.evals[-1]) == []
+    assert check_warnings(h, None, h.evals[-1]) == []
 
 
 def test_warns_on_empty_duplicated_and_truncated_answers() -> None:
-    ro = grpo.Rollout(
+    ro = Rollout(
         [[1]] * 4,
         [[1]] * 4,
         [
@@ -127,27 +144,9 @@ def test_warns_on_empty_duplicated_and_truncated_answers() -> None:
         ],
         [False, False, True, False],
     )
-    health = grpo.rollout_health(ro, "tags", 2)
+    health = rollout_health(ro, "tags", 2)
     assert health["empty_answer_frac"] == 0.25
     assert health["duplicated_answer_frac"] == 0.25
     assert health["truncated_frac"] == 0.25
-    msgs = " | ".join(grpo.check_warnings(grpo.History(), health, None))
+    msgs = " | ".join(check_warnings(History(), health, None))
     assert "EMPTY" in msgs and "SEVERAL" in msgs and "max_new_tokens" in msgs
-
-
-def test_cotune_sampler_matches_reference_sampler_greedy() -> None:
-    """The rollout adapter over cotune.generate yields the same greedy ids as full forward."""
-    from cotune import format as fmt
-
-    model = load("tiny")
-    prompts = [
-        model.tokenizer.encode_segments(fmt.prompt_segments(q))
-        for q in ("What is 3 + 4?", "What is 12 * 4 minus 7?")
-    ]
-    ref = grpo.sample(
-        model, prompts, max_new_tokens=10, temperature=0.0, seed=0, sample_fn=grpo.reference_sampler
-    )
-    got = grpo.sample(
-        model, prompts, max_new_tokens=10, temperature=0.0, seed=0, sample_fn=grpo.cotune_sampler
-    )
-    assert got.completion_ids == ref.completion_ids

@@ -19,28 +19,13 @@ import jax
 from cotune.config import load_config
 from cotune.train.sft import train
 sys.path.insert(0, {tests!r})
-from test_train_mesh import records
+from conftest import sum_records
 cfg = load_config({config!r}, {over!r})
-res = train(cfg, {out!r}, train_records=records(), progress=False)
+res = train(cfg, {out!r}, train_records=sum_records(24), progress=False)
 a = res.model.module.layers[0].mlp.gate_proj.kernel_lora_a[...]
 print("RESULT" + json.dumps({{"devices": jax.device_count(), "losses": res.losses,
                               "shard_rows": a.sharding.shard_shape(a.shape)[0], "rows": a.shape[0]}}))
 """
-
-
-def records() -> list[dict]:
-    return [
-        {
-            "id": f"m{i}",
-            "question": f"What is {i} + {2 * i}?",
-            "reasoning": f"{i} + {2 * i} = {3 * i}.",
-            "answer": str(3 * i),
-            "task": "add",
-            "source": "t",
-            "difficulty": 1,
-        }
-        for i in range(24)
-    ]
 
 
 def _start(tmp: Path, name: str, over: list[str], devices: int) -> subprocess.Popen:

@@ -8,28 +8,22 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 from typer.testing import CliRunner
 
 from cotune.cli import app
-from cotune.config import load_config
-from cotune.train.sft import ConfigChanged, TrainError, train
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train_sft import records  # noqa: E402
+from cotune.train.errors import ConfigChanged, TrainError
+from cotune.train.sft import train
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
 CONSTANT_LR = ["optim.warmup_steps=0", "optim.min_lr_ratio=1"]
 
 
-def cfg(*over: str):
-    return load_config(CONFIG, ["train.checkpoint_every=2", *over])
+EVERY_2 = "train.checkpoint_every=2"
 
 
 def cli(*args: str):
@@ -44,12 +38,8 @@ def flat(s: str) -> str:
     return re.sub(r"\s", "", s)
 
 
-def lora(res) -> list[np.ndarray]:
-    return [np.asarray(x) for x in jax.tree.leaves(nnx.state(res.model.module, nnx.LoRAParam))]
-
-
-def dist(a, b) -> float:
-    return float(np.sqrt(sum(np.sum((x - y) ** 2) for x, y in zip(lora(a), lora(b), strict=True))))
+def dist(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.sqrt(sum(np.sum((x - y) ** 2) for x, y in zip(a, b, strict=True))))
 
 
 def logged_lr(run: Path) -> dict[int, float]:
@@ -81,18 +71,26 @@ def test_resume_of_a_finished_run_says_so(tmp_path: Path) -> None:
     assert flat(f"cotune chat --model {run}") in flat(again.output)
 
 
-def test_extended_run_with_constant_lr_equals_the_long_run(tmp_path: Path) -> None:
+def test_extended_run_with_constant_lr_equals_the_long_run(
+    tmp_path: Path, cfg, records, lora
+) -> None:
     """With a constant learning rate the schedule plays no part, so 4 steps extended to 8
     must equal 8 steps from the start: same batches, optimizer state carried over."""
     full = train(
-        cfg("train.steps=8", *CONSTANT_LR), tmp_path / "a", train_records=records(), progress=False
+        cfg(EVERY_2, "train.steps=8", *CONSTANT_LR),
+        tmp_path / "a",
+        train_records=records(),
+        progress=False,
     )
     train(
-        cfg("train.steps=4", *CONSTANT_LR), tmp_path / "b", train_records=records(), progress=False
+        cfg(EVERY_2, "train.steps=4", *CONSTANT_LR),
+        tmp_path / "b",
+        train_records=records(),
+        progress=False,
     )
     said: list[str] = []
     ext = train(
-        cfg("train.steps=8", *CONSTANT_LR),
+        cfg(EVERY_2, "train.steps=8", *CONSTANT_LR),
         tmp_path / "b",
         resume=True,
         train_records=records(),
@@ -103,11 +101,13 @@ def test_extended_run_with_constant_lr_equals_the_long_run(tmp_path: Path) -> No
     assert any("from 4 to 8 steps" in m for m in said), said
     assert any("resuming" in m and "from step 4 of 8" in m for m in said), said
     np.testing.assert_allclose(ext.losses, full.losses[4:], rtol=1e-5)
-    for x, y in zip(lora(ext), lora(full), strict=True):
+    for x, y in zip(lora(ext.model), lora(full.model), strict=True):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
 
 
-def test_extended_run_follows_the_long_schedule(tmp_path: Path, monkeypatch) -> None:
+def test_extended_run_follows_the_long_schedule(
+    tmp_path: Path, monkeypatch, cfg, records, lora
+) -> None:
     """Cosine schedule without warmup (decay to 10% of lr), 4 steps extended to 8.
 
     The extended run cannot equal an 8-step run: its steps 1-4 used the 4-step schedule,
@@ -120,10 +120,10 @@ def test_extended_run_follows_the_long_schedule(tmp_path: Path, monkeypatch) -> 
     """
     import shutil
 
-    import cotune.train.sft as sft
+    from cotune.train import step
 
     def c(steps: int):
-        return cfg(f"train.steps={steps}", "optim.warmup_steps=0")
+        return cfg(EVERY_2, f"train.steps={steps}", "optim.warmup_steps=0")
 
     full = train(c(8), tmp_path / "a", train_records=records(), progress=False)
     short = train(c(4), tmp_path / "b", train_records=records(), progress=False)
@@ -134,13 +134,14 @@ def test_extended_run_follows_the_long_schedule(tmp_path: Path, monkeypatch) -> 
     for s in range(5, 9):
         assert got[s] == pytest.approx(want[s], rel=1e-6), s
 
-    real = sft.make_schedule  # the alternative: the 4-step schedule, held at its last rate
+    real = step.make_schedule  # the alternative: the 4-step schedule, held at its last rate
     monkeypatch.setattr(
-        sft, "make_schedule", lambda cf, total: lambda n: real(cf, 4)(jax.numpy.minimum(n, 3))
+        step, "make_schedule", lambda cf, total: lambda n: real(cf, 4)(jax.numpy.minimum(n, 3))
     )
     held = train(c(8), tmp_path / "c", resume=True, train_records=records(), progress=False)
     assert logged_lr(tmp_path / "c")[8] == pytest.approx(got[4], rel=1e-6)
-    assert dist(ext, full) < 0.9 * dist(held, full) and dist(ext, full) < dist(short, full)
+    ext_, full_, held_, short_ = (lora(r.model) for r in (ext, full, held, short))
+    assert dist(ext_, full_) < 0.9 * dist(held_, full_) and dist(ext_, full_) < dist(short_, full_)
 
 
 def test_changed_settings_are_refused_unless_forced(tmp_path: Path) -> None:
@@ -168,19 +169,21 @@ def test_changed_settings_are_refused_unless_forced(tmp_path: Path) -> None:
     assert "optim:\n  lr: 0.01" in (run / "config.yaml").read_text()
 
 
-def test_changed_data_or_shorter_run_is_refused(tmp_path: Path) -> None:
+def test_changed_data_or_shorter_run_is_refused(tmp_path: Path, cfg, records) -> None:
     run = tmp_path / "r"
-    train(cfg("train.steps=4"), run, train_records=records(), progress=False)
+    train(cfg(EVERY_2, "train.steps=4"), run, train_records=records(), progress=False)
     other = records()
     for r in other:  # same config, same count and order: only the text differs
         r["question"] = r["question"].replace("What is", "Compute")
     with pytest.raises(TrainError, match="batches of steps 1-4 differ"):
-        train(cfg("train.steps=6"), run, resume=True, train_records=other, progress=False)
+        train(cfg(EVERY_2, "train.steps=6"), run, resume=True, train_records=other, progress=False)
     with pytest.raises(TrainError, match="past this config's 2 steps"):
-        train(cfg("train.steps=2"), run, resume=True, train_records=records(), progress=False)
+        train(
+            cfg(EVERY_2, "train.steps=2"), run, resume=True, train_records=records(), progress=False
+        )
     with pytest.raises(ConfigChanged, match=r"train.seed: 0 -> 1"):
         train(
-            cfg("train.steps=4", "train.seed=1"),
+            cfg(EVERY_2, "train.steps=4", "train.seed=1"),
             run,
             resume=True,
             train_records=records(),

@@ -10,39 +10,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cotune.config import RunConfig, load_config
 from cotune.lora import apply_lora
 from cotune.model import load
 from cotune.train.batches import make_plan
+from cotune.train.errors import TrainError, TrainingDiverged
+from cotune.train.load import load_run
 from cotune.train.loss import full_logits, per_example_loss
-from cotune.train.sft import TrainError, TrainingDiverged, load_run, tokenize, train
-
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-
-
-def records(n: int = 48) -> list[dict]:
-    out = []
-    for i in range(n):
-        a, b = 3 + i, 7 + 2 * i
-        out.append(
-            {
-                "id": f"t{i}",
-                "task": "add",
-                "question": f"What is {a} + {b}?",
-                "reasoning": f"{a} + {b} = {a + b}.",
-                "answer": str(a + b),
-                "source": "test",
-                "difficulty": 1,
-            }
-        )
-    return out
+from cotune.train.plan import tokenize
+from cotune.train.sft import train
 
 
-def cfg(*over: str) -> RunConfig:
-    return load_config(CONFIG, list(over))
-
-
-def test_packed_equals_unpacked_per_example_loss() -> None:
+def test_packed_equals_unpacked_per_example_loss(cfg, records) -> None:
     c = cfg()
     model = load("tiny")
     module = apply_lora(model.module, c.lora)
@@ -73,7 +51,7 @@ def test_packed_equals_unpacked_per_example_loss() -> None:
     np.testing.assert_allclose(losses["packed"][ex.record_index], ref, rtol=2e-5)
 
 
-def test_loss_falls_and_run_folder(tmp_path: Path) -> None:
+def test_loss_falls_and_run_folder(tmp_path: Path, cfg, records) -> None:
     res = train(
         cfg(),
         tmp_path / "run",
@@ -96,7 +74,7 @@ def test_loss_falls_and_run_folder(tmp_path: Path) -> None:
         train(cfg(), run, train_records=records(), progress=False)
 
 
-def test_resume_matches_uninterrupted_and_reload(tmp_path: Path) -> None:
+def test_resume_matches_uninterrupted_and_reload(tmp_path: Path, cfg, records) -> None:
     c = cfg("train.steps=12", "train.checkpoint_every=4")
     full = train(c, tmp_path / "a", train_records=records(), progress=False)
     part = train(c, tmp_path / "b", train_records=records(), stop_after=6, progress=False)
@@ -119,23 +97,8 @@ def test_resume_matches_uninterrupted_and_reload(tmp_path: Path) -> None:
     np.testing.assert_allclose(full_logits(merged.module, toks), want, rtol=1e-4, atol=1e-4)
 
 
-def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> None:
-    import cotune.train.sft as sft
-
-    real = sft.make_train_step
-
-    def poisoned(*args, **kwargs):
-        step = real(*args, **kwargs)
-        calls = {"n": 0}
-
-        def wrapped(tr, opt, fr, batch):
-            calls["n"] += 1
-            out = step(tr, opt, fr, batch)
-            return (*out[:2], jnp.nan if calls["n"] == 7 else out[2], out[3])
-
-        return wrapped
-
-    monkeypatch.setattr(sft, "make_train_step", poisoned)
+def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path, cfg, records, poison_loss) -> None:
+    poison_loss(7, float("nan"))
     c = cfg("train.steps=10", "train.checkpoint_every=5")
     with pytest.raises(TrainingDiverged, match="step 7: loss is nan"):
         train(c, tmp_path / "r", train_records=records(), progress=False)
@@ -144,7 +107,9 @@ def test_nan_loss_stops_and_keeps_checkpoint(tmp_path: Path, monkeypatch) -> Non
 
 
 @pytest.mark.parametrize("train_embedding", [False, True])
-def test_full_finetune_embedding_frozen_unless_asked(tmp_path: Path, train_embedding) -> None:
+def test_full_finetune_embedding_frozen_unless_asked(
+    tmp_path: Path, cfg, records, train_embedding
+) -> None:
     """A full fine-tune trains every decoder weight; the tied embedding only on request, and
     the reloaded run reproduces the trained model's logits either way."""
     c = cfg(

@@ -195,7 +195,7 @@ def resolve(spec: str | Path, which: Which = "best", dtype: str | None = None) -
         model = load_path(t.path, dtype or "float32")
         resolved = str(t.path.resolve())
     elif t.kind == "sft":
-        from cotune.train.sft import load_run
+        from cotune.train.load import load_run
 
         model = load_run(t.path, which=t.which, dtype=dtype)
         resolved = str(Path(model.meta["checkpoint"]).resolve())
@@ -209,7 +209,7 @@ def resolve(spec: str | Path, which: Which = "best", dtype: str | None = None) -
 def _load_rl(t: Target, dtype: str | None) -> Any:
     import json
 
-    from cotune.rl.grpo import load_rl_run
+    from cotune.rl.load import load_rl_run
 
     if not json.loads((t.path / "rl.json").read_text(encoding="utf-8")).get("init"):
         raise ResolveError(f"{t.path}: rl.json records no init model, so it cannot be rebuilt")

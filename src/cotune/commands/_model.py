@@ -34,8 +34,8 @@ def load_model(
         console.print(f"loading [bold]{escape(spec)}[/] ...")
     from cotune.model.convert import WeightsError
     from cotune.runs import resolve
-    from cotune.train.checkpoint import CheckpointError
-    from cotune.train.sft import TrainError
+    from cotune.train.checkpoint_integrity import CheckpointError
+    from cotune.train.errors import TrainError
 
     try:
         return resolve(spec, which, dtype)

@@ -38,8 +38,8 @@ def quickstart(
     """Generate data, evaluate the base model, LoRA fine-tune, evaluate again, compare."""
     from cotune.outputs import OutputError
     from cotune.quickstart import quickstart as run
-    from cotune.train.checkpoint import CheckpointError
-    from cotune.train.sft import TrainError
+    from cotune.train.checkpoint_integrity import CheckpointError
+    from cotune.train.errors import TrainError
 
     try:
         run(

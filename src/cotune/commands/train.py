@@ -36,7 +36,7 @@ def _show_example(ex, tokenizer, title: str) -> None:
 
 def _dry_run(cfg, title: str) -> None:
     from cotune.model.tokenizer import tiny_tokenizer
-    from cotune.train.sft import dry_run, load_records
+    from cotune.train.plan import dry_run, load_records
 
     if cfg.model.name == "tiny":
         tok = tiny_tokenizer()
@@ -134,8 +134,8 @@ def train(
         _error("cotune train:", "--force-config only applies with --resume")
         raise typer.Exit(2)
     from cotune.outputs import OutputError, check_output, set_aside
-    from cotune.train.checkpoint import CheckpointError
-    from cotune.train.sft import ConfigChanged, TrainError
+    from cotune.train.checkpoint_integrity import CheckpointError
+    from cotune.train.errors import ConfigChanged, TrainError
 
     if not dry_run:
         # Before any compute: the run folder must be writable, never one of the inputs, and

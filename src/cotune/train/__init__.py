@@ -1,24 +1,26 @@
-"""Supervised fine-tuning (LoRA or full) of Tunix Gemma models.
+"""Supervised fine-tuning (LoRA or full) of Tunix Gemma models, and the run scaffold RL
+shares with it.
 
-``cotune.train.sft.train(cfg, out_dir, ...)`` runs a recipe; ``cotune.train.load_run(run_dir)``
-rebuilds the trained model for generation. Heavy imports happen on first use.
+``cotune.train.sft.train(cfg, out_dir, ...)`` runs a recipe; ``cotune.load(run_dir)``
+(:func:`cotune.runs.resolve`, through :func:`cotune.train.load.load_run`) rebuilds its
+model. The modules, by concern:
+
+===================  ===================================================================
+``sft``              the recipe: :func:`~cotune.train.sft.train`, the steps of a session
+``plan``             records from the config, tokenized, laid out in fixed-shape steps
+``batches``          records -> token ids, loss mask, packing, the fixed-shape plan
+``step``             the trained/frozen split, optimizer and schedule, the jitted step
+``loss``             hidden states -> gathered trained positions -> cross-entropy
+``forward``          bf16 projections with LoRA inside their product (custom VJPs)
+``mesh``             the (fsdp, tp) device mesh and shardings
+``resume``           what a resumed run must match: settings and the batches trained
+``validation``       answer accuracy during training and the ``best/`` checkpoint
+``load``             an SFT run folder -> base model + trained weights
+``run_folder``       run scaffold (SFT and RL): what a run folder holds, its guard
+``checkpoint``       run scaffold: params + optimizer + meta per step, ``best/``
+``checkpoint_integrity``  run scaffold: manifests, verified restore, fallback, quarantine
+``metrics``          run scaffold: ``metrics.jsonl`` and TensorBoard
+``plots``            run scaffold: the run's curve (loss or reward, held-out accuracy)
+``errors``           failures phrased for the user
+===================  ===================================================================
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["train", "load_run"]
-
-
-def train(*args: Any, **kwargs: Any) -> Any:
-    from cotune.train.sft import train as _train
-
-    return _train(*args, **kwargs)
-
-
-def load_run(run_dir: Any, which: str | int = "best", merged: bool = False, **kwargs: Any) -> Any:
-    """Base model + trained weights of a run folder (see :func:`cotune.train.sft.load_run`)."""
-    from cotune.train.sft import load_run as _load_run
-
-    return _load_run(run_dir, which=which, merged=merged, **kwargs)

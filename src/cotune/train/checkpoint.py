@@ -1,114 +1,45 @@
-"""Orbax checkpoints of a run: trained params + optimizer state + step + data position.
+"""A run's checkpoints, for SFT and RL alike: trained params, optimizer state, meta.
 
-Layout of a run folder::
+``checkpoints/<step>/`` keeps the latest K steps, ``best/<step>/`` the step with the best
+validation accuracy (SFT). Each step holds:
 
-    config.yaml            the resolved run config
-    run.json               base model name/meta, trainable filter, plan fingerprint
-    checkpoints/<step>/    latest K checkpoints (Orbax, atomic: written to a temp dir, renamed)
-    best/<step>/           the checkpoint with the best validation answer accuracy
-    corrupt_checkpoints/   checkpoints found damaged on resume, moved aside (never deleted)
-    metrics.jsonl, tb/, loss_curve.png
+* ``params``: the trained variables as a pure nested dict (names readable, loadable without
+  the optimizer: :func:`restore_params` is how a finished run is loaded);
+* ``opt``: the optimizer state as a flat list of leaves, restored into the structure of a
+  freshly initialised optimizer (same config => same structure);
+* ``meta``: JSON (step, data position, history, ...), whatever the trainer needs to resume;
+* optional extra states by name (RL keeps its reference policy as ``ref``).
 
-Trained params are stored as a pure nested dict (names readable, loadable without the
-optimizer); the optimizer state as a flat list of leaves, restored into the structure of a
-freshly initialised optimizer (same config => same structure).
-
-Crash safety (docs/reliability.md). Orbax makes a save atomic (temp dir, then rename), so a
-``kill -9`` mid-save leaves the previous checkpoints as they were. What Orbax does not catch
-is a checkpoint damaged *after* it was written (a truncated copy, a flipped block, a full
-disk during a later rsync): OCDBT data files carry no checksum, so a damaged file can restore
-as silently wrong weights. So every committed step gets ``cotune_manifest.json`` (size and
-SHA-256 of each file). Resuming verifies it, tries the newest step first, and on any problem
-warns with what was wrong, moves that step to ``corrupt_checkpoints/`` and falls back to the
-previous one. A failed save (``ENOSPC``: disk full) raises :class:`CheckpointError` saying
-which step was lost and that the previous checkpoint is intact.
+RL checkpoints may also hold one ``state`` item (``lora``, ``ref`` and ``opt`` as flat leaf
+lists); they restore into the same structures. Every step is written and verified through
+:mod:`cotune.train.checkpoint_integrity`.
 """
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
-import os
-import re
-import shutil
-import time
-import warnings
-from collections.abc import Callable
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-T = TypeVar("T")
-MANIFEST = "cotune_manifest.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written or no usable one could be read (message for users)."""
-
-
-class CheckpointWarning(UserWarning):
-    """A damaged checkpoint was skipped; training resumed from an older one."""
-
-
-_default_formatwarning = warnings.formatwarning
-
-
-def _formatwarning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    line: str | None = None,
-) -> str:
-    # A CheckpointWarning is a message for the user: one line, without the "file:line:" and
-    # the source line Python shows for warnings meant for programmers.
-    if isinstance(category, type) and issubclass(category, CheckpointWarning):
-        return f"warning: {message}\n"
-    return _default_formatwarning(message, category, filename, lineno, line)
-
-
-if getattr(warnings.formatwarning, "__name__", "") != "_formatwarning":
-    warnings.formatwarning = _formatwarning
-
-# TensorStore's status codes open the line that says what went wrong.
-_TS_STATUS = re.compile(r"\b([A-Z][A-Z_]{3,}): ")
-
-
-def summarize_error(e: BaseException, limit: int = 300) -> str:
-    """One line for a user from an exception chain (Orbax and TensorStore errors included).
-
-    Orbax wraps TensorStore's error in one that ends with a repr of the whole TensorStore
-    spec (dozens of lines); the cause carries the useful part (``OUT_OF_RANGE: Error
-    reading "layers.1..." ...``). The deepest message with a TensorStore status code wins,
-    otherwise the outermost exception's first line; "See full TensorStore details" and what
-    follows is dropped.
-    """
-    chain: list[BaseException] = []
-    cur: BaseException | None = e
-    while cur is not None and cur not in chain:
-        chain.append(cur)
-        cur = cur.__cause__ or cur.__context__
-
-    def first_line(x: BaseException) -> str:
-        text = str(x).split("See full TensorStore details")[0]
-        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-        return lines[0].rstrip(" .") if lines else ""
-
-    pick = next((x for x in reversed(chain) if _TS_STATUS.search(first_line(x))), e)
-    line = first_line(pick)
-    m = _TS_STATUS.search(line)
-    line = line[m.start() :] if m else line
-    text = f"{type(pick).__name__}: {line}" if line and not m else line or type(pick).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+from cotune.train.checkpoint_integrity import make_manager, restore_step, save_step, step_dir
 
 
 def _leaves_dict(tree: Any) -> dict[str, Any]:
     return {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(tree))}
+
+
+def _from_leaves(like: Any, leaves: Mapping[str, Any]) -> Any:
+    """``like``'s structure filled with the leaves of :func:`_leaves_dict` (in key order)."""
+    values = [jnp.asarray(leaves[k]) for k in sorted(leaves)]
+    return jax.tree.unflatten(jax.tree.structure(like), values)
 
 
 def _abstract(tree: Any) -> Any:
@@ -118,225 +49,73 @@ def _abstract(tree: Any) -> Any:
     )
 
 
-# --------------------------------------------------------------------------- integrity
+def _into(like: nnx.State, pure: Any) -> nnx.State:
+    out = nnx.State(like)  # copy the structure
+    nnx.replace_by_pure_dict(out, pure)
+    return out
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+def _is_flat_rl(mgr: ocp.CheckpointManager, step: int) -> bool:
+    return (step_dir(mgr, step) / "state").is_dir()
 
 
-def step_dir(mgr: ocp.CheckpointManager, step: int) -> Path:
-    """The folder Orbax wrote ``step`` to (default step naming: the bare number)."""
-    return Path(str(mgr.directory)) / str(step)
-
-
-def write_manifest(step_path: str | Path) -> None:
-    """Record size + SHA-256 of every file of a committed step (atomic: temp, then rename)."""
-    root = Path(step_path)
-    files = {}
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and f.name != MANIFEST and not f.name.startswith(MANIFEST):
-            files[f.relative_to(root).as_posix()] = [f.stat().st_size, _sha256(f)]
-    tmp = root / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
-    os.replace(tmp, root / MANIFEST)
-
-
-def verify_step(step_path: str | Path) -> str | None:
-    """What is wrong with a step folder, or None if it matches its manifest.
-
-    A step without a manifest (written before manifests existed, or killed between Orbax's
-    commit and the manifest write) is not rejected here; Orbax's own restore is then the check.
-    """
-    root = Path(step_path)
-    if not root.is_dir():
-        return f"{root}: missing"
-    man = root / MANIFEST
-    if not man.is_file():
-        return None
-    try:
-        files = json.loads(man.read_text(encoding="utf-8"))["files"]
-        assert isinstance(files, dict)
-    except Exception:  # noqa: BLE001 - any damage to the manifest is a damaged checkpoint
-        return f"{man}: manifest unreadable (damaged)"
-    for rel, (size, digest) in files.items():
-        f = root / rel
-        if not f.is_file():
-            return f"{f}: file missing"
-        got = f.stat().st_size
-        if got != size:
-            return f"{f}: {got} bytes, expected {size} (truncated or overwritten)"
-        if _sha256(f) != digest:
-            return f"{f}: content differs from what was written (SHA-256 mismatch: corrupted)"
-    return None
-
-
-def _is_enospc(e: BaseException | None) -> bool:
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        if "No space left on device" in str(e) or "ENOSPC" in str(e):
-            return True
-        e = e.__cause__ or e.__context__
-    return False
-
-
-def _remove_partial(mgr: ocp.CheckpointManager, step: int) -> None:
-    """Delete what a failed save of ``step`` left (Orbax temp folder, unverified step folder)."""
-    root = Path(str(mgr.directory))
-    for p in root.glob(f"{step}*"):
-        if p.is_dir() and (p.name == str(step) or p.name.startswith(f"{step}.")):
-            shutil.rmtree(p, ignore_errors=True)
-
-
-def _safe_steps(mgr: ocp.CheckpointManager) -> list[int]:
-    try:
-        mgr.reload()
-        return sorted(mgr.all_steps())
-    except Exception:  # noqa: BLE001 - listing is best effort after a failed save
-        return []
-
-
-def save_step(mgr: ocp.CheckpointManager, step: int, args: Any, *, force: bool = False) -> None:
-    """``mgr.save(step)``, wait, write the manifest; a failure becomes :class:`CheckpointError`.
-
-    Orbax writes into a temp folder and renames on success, so whatever fails here the
-    previous checkpoints are untouched; the half-written step is removed to give the space back.
-    """
-    where = Path(str(mgr.directory))
-    try:
-        mgr.save(step, args=args, force=force)
-        mgr.wait_until_finished()
-        if jax.process_index() == 0:  # one writer on a shared file system
-            write_manifest(step_dir(mgr, step))
-    except Exception as e:  # noqa: BLE001 - re-raised below with what was lost and kept
-        try:
-            mgr.wait_until_finished()
-        except Exception:  # noqa: BLE001 - the same failure, already being reported
-            pass
-        _remove_partial(mgr, step)
-        prev = [s for s in _safe_steps(mgr) if s != step]
-        kept = f"step {prev[-1]}" if prev else "none yet"
-        if _is_enospc(e):
-            what = "disk full (No space left on device)"
-        else:
-            what = summarize_error(e)
-        raise CheckpointError(
-            f"{where}: could not write checkpoint step {step}: {what}. The previous "
-            f"checkpoint is intact ({kept}); free space and rerun with --resume."
-        ) from e
-
-
-def _quarantine(mgr: ocp.CheckpointManager, step: int) -> Path | None:
-    """Move a damaged step out of Orbax's folder (kept for inspection, never deleted)."""
-    src = step_dir(mgr, step)
-    root = Path(str(mgr.directory))
-    dst = root.parent / "corrupt_checkpoints" / f"{root.name}-{step}-{int(time.time())}"
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(src), str(dst))
-    except OSError:
-        shutil.rmtree(src, ignore_errors=True)
-        dst = None
-    mgr.reload()
-    return dst
-
-
-def restore_step(mgr: Any, one: Any, step: int | None, *, quarantine: bool) -> Any:
-    """``(step, restored)`` for the requested ``step``, or the newest good checkpoint when
-    ``step`` is None (``restore_first_good``); a missing or damaged requested step raises
-    :class:`CheckpointError` naming the steps there are. SFT and RL restore through this."""
-    if step is None:
-        return restore_first_good(mgr, one, quarantine=quarantine)
-    if step not in mgr.all_steps():
-        have = ", ".join(map(str, sorted(mgr.all_steps()))) or "none"
-        raise CheckpointError(f"{mgr.directory}: no checkpoint at step {step} (steps: {have})")
-    problem = verify_step(step_dir(mgr, step))
-    if problem is not None:
-        raise CheckpointError(f"checkpoint step {step} is unusable: {problem}")
-    return step, one(step)
-
-
-def restore_first_good(
-    mgr: ocp.CheckpointManager,
-    restore_one: Callable[[int], T],
-    *,
-    quarantine: bool = True,
-) -> tuple[int, T] | None:
-    """Restore the newest usable step, falling back step by step past damaged ones.
-
-    ``restore_one(step)`` does the actual Orbax restore. Each damaged step gets a
-    :class:`CheckpointWarning` naming what was wrong and (with ``quarantine``) is moved to
-    ``corrupt_checkpoints/`` so a resumed run can write that step number again. Returns None
-    when there is no checkpoint at all; raises :class:`CheckpointError` when none is usable.
-    """
-    steps = sorted(mgr.all_steps(), reverse=True)
-    problems = []
-    for step in steps:
-        path = step_dir(mgr, step)
-        problem = verify_step(path)
-        if problem is None:
-            try:
-                return step, restore_one(step)
-            except Exception as e:  # noqa: BLE001 - any restore failure means: try the previous
-                problem = f"{path}: Orbax could not restore it ({summarize_error(e)})"
-        problems.append(f"step {step}: {problem}")
-        moved = _quarantine(mgr, step) if quarantine else None
-        older = [s for s in steps if s < step]
-        warnings.warn(
-            f"checkpoint step {step} is unusable: {problem}. "
-            + (f"Moved to {moved}. " if moved else "")
-            + (f"Falling back to step {older[0]}." if older else "No older checkpoint."),
-            CheckpointWarning,
-            stacklevel=2,
-        )
-    if steps:
-        raise CheckpointError(
-            f"{mgr.directory}: no usable checkpoint ("
-            + "; ".join(problems)
-            + "). Start over with --force."
-        )
-    return None
-
-
-def make_manager(directory: str | Path, keep: int, *, use_async: bool = False):
-    """A ``CheckpointManager`` keeping ``keep`` steps, removing temp folders of killed saves."""
-    opts = ocp.CheckpointManagerOptions(
-        max_to_keep=keep,
-        create=True,
-        enable_async_checkpointing=use_async,
-        cleanup_tmp_directories=True,
+def _restore_flat_rl(mgr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+    """A step holding one ``state`` item, as ``{"lora", "ref", "opt", "meta"}`` leaf dicts."""
+    got = mgr.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore())
     )
-    return ocp.CheckpointManager(Path(directory).absolute(), options=opts)
+    return {**got["state"], "meta": got["meta"]}
+
+
+@dataclass
+class Restored:
+    """A restored step: structures as given to :meth:`RunCheckpoints.restore`, filled."""
+
+    params: nnx.State
+    opt_state: Any
+    meta: dict[str, Any]
+    extra: dict[str, nnx.State] = field(default_factory=dict)
 
 
 class RunCheckpoints:
-    """Latest-K checkpoints plus a ``best/`` slot, via Orbax ``CheckpointManager``."""
+    """Latest-K checkpoints plus a ``best/`` slot (created on first use), via Orbax."""
 
     def __init__(self, run_dir: str | Path, keep: int = 2) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.latest = make_manager(self.run_dir / "checkpoints", keep)
-        self.best = make_manager(self.run_dir / "best", 1)
+        self._best: ocp.CheckpointManager | None = None
+
+    @property
+    def best(self) -> ocp.CheckpointManager:
+        if self._best is None:
+            self._best = make_manager(self.run_dir / "best", 1)
+        return self._best
 
     # ------------------------------------------------------------------ save
-    def save(self, step: int, trainable: nnx.State, opt_state: Any, meta: dict[str, Any]) -> None:
-        """Write step ``step``; raises :class:`CheckpointError` (previous ones kept) on failure."""
+    def save(
+        self,
+        step: int,
+        params: nnx.State,
+        opt_state: Any,
+        meta: dict[str, Any],
+        extra: Mapping[str, nnx.State] | None = None,
+    ) -> None:
+        """Write step ``step``; raises ``CheckpointError`` (previous ones kept) on failure."""
         if step in self.latest.all_steps():
             return
+        items = {name: ocp.args.StandardSave(s.to_pure_dict()) for name, s in (extra or {}).items()}
         save_step(
             self.latest,
             step,
             ocp.args.Composite(
-                params=ocp.args.StandardSave(trainable.to_pure_dict()),
+                params=ocp.args.StandardSave(params.to_pure_dict()),
                 opt=ocp.args.StandardSave(_leaves_dict(opt_state)),
                 meta=ocp.args.JsonSave(meta),
+                **items,
             ),
         )
 
-    def save_best(self, step: int, trainable: nnx.State, meta: dict[str, Any]) -> None:
+    def save_best(self, step: int, params: nnx.State, meta: dict[str, Any]) -> None:
         # The new best is written before the old one is deleted: a failed save keeps it.
         old = list(self.best.all_steps())
         if step in old:
@@ -345,7 +124,7 @@ class RunCheckpoints:
             self.best,
             step,
             ocp.args.Composite(
-                params=ocp.args.StandardSave(trainable.to_pure_dict()),
+                params=ocp.args.StandardSave(params.to_pure_dict()),
                 meta=ocp.args.JsonSave(meta),
             ),
         )
@@ -358,60 +137,81 @@ class RunCheckpoints:
         return self.latest.latest_step()
 
     def restore(
-        self, trainable: nnx.State, opt_state: Any, step: int | None = None
-    ) -> tuple[nnx.State, Any, dict[str, Any]]:
-        """Restore into the structure (and shardings) of ``trainable`` / ``opt_state``.
+        self,
+        params: nnx.State,
+        opt_state: Any,
+        step: int | None = None,
+        extra: Mapping[str, nnx.State] | None = None,
+    ) -> Restored:
+        """Restore into the structure (and shardings) of ``params`` / ``opt_state`` /
+        ``extra``.
 
         Without ``step``: the newest usable checkpoint; damaged ones are skipped with a
-        :class:`CheckpointWarning` and moved to ``corrupt_checkpoints/``.
+        ``CheckpointWarning`` and moved to ``corrupt_checkpoints/``.
         """
-        leaves, treedef = jax.tree.flatten(opt_state)
+        extra = dict(extra or {})
 
-        def one(s: int) -> Any:
-            return self.latest.restore(
+        def one(s: int) -> Restored:
+            if _is_flat_rl(self.latest, s):
+                got = _restore_flat_rl(self.latest, s)
+                return Restored(
+                    _from_leaves(params, got["lora"]),
+                    _from_leaves(opt_state, got["opt"]),
+                    dict(got["meta"]),
+                    {k: _from_leaves(v, got[k]) for k, v in extra.items()},
+                )
+            items = {
+                k: ocp.args.StandardRestore(_abstract(v.to_pure_dict())) for k, v in extra.items()
+            }
+            got = self.latest.restore(
                 s,
                 args=ocp.args.Composite(
-                    params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
+                    params=ocp.args.StandardRestore(_abstract(params.to_pure_dict())),
                     opt=ocp.args.StandardRestore(_abstract(_leaves_dict(opt_state))),
                     meta=ocp.args.JsonRestore(),
+                    **items,
                 ),
             )
+            return Restored(
+                _into(params, got["params"]),
+                _from_leaves(opt_state, got["opt"]),
+                dict(got["meta"]),
+                {k: _into(v, got[k]) for k, v in extra.items()},
+            )
 
-        if step is not None:
-            got = one(step)
-        else:
-            found = restore_first_good(self.latest, one)
-            if found is None:
-                raise FileNotFoundError(f"{self.run_dir}/checkpoints: no checkpoint to resume from")
-            got = found[1]
-        new_trainable = nnx.State(trainable)  # copy the structure
-        nnx.replace_by_pure_dict(new_trainable, got["params"])
-        opt_leaves = [got["opt"][f"{i:05d}"] for i in range(len(leaves))]
-        return new_trainable, jax.tree.unflatten(treedef, opt_leaves), dict(got["meta"])
+        found = restore_step(self.latest, one, step, quarantine=True)
+        if found is None:
+            raise FileNotFoundError(f"{self.run_dir}/checkpoints: no checkpoint to resume from")
+        return found[1]
 
     def close(self) -> None:
         self.latest.close()
-        self.best.close()
+        if self._best is not None:
+            self._best.close()
 
 
 def restore_params(
-    ckpt_dir: str | Path, trainable: nnx.State, step: int | None = None
+    ckpt_dir: str | Path, params: nnx.State, step: int | None = None
 ) -> tuple[nnx.State, dict]:
     """Trained params (and meta) of a checkpoint under ``ckpt_dir`` (no optimizer).
 
     Without ``step``: the newest usable one; damaged steps are skipped with a warning but left
-    in place (read-only). With ``step``: exactly that one, or :class:`CheckpointError`.
+    in place (read-only). With ``step``: exactly that one, or ``CheckpointError``.
     """
     mgr = ocp.CheckpointManager(Path(ckpt_dir).resolve())
 
-    def one(s: int) -> Any:
-        return mgr.restore(
+    def one(s: int) -> tuple[nnx.State, dict]:
+        if _is_flat_rl(mgr, s):
+            got = _restore_flat_rl(mgr, s)
+            return _from_leaves(params, got["lora"]), dict(got["meta"])
+        got = mgr.restore(
             s,
             args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(_abstract(trainable.to_pure_dict())),
+                params=ocp.args.StandardRestore(_abstract(params.to_pure_dict())),
                 meta=ocp.args.JsonRestore(),
             ),
         )
+        return _into(params, got["params"]), dict(got["meta"])
 
     try:
         found = restore_step(mgr, one, step, quarantine=False)
@@ -419,16 +219,11 @@ def restore_params(
         mgr.close()
     if found is None:
         raise FileNotFoundError(f"{ckpt_dir}: no checkpoint found")
-    got = found[1]
-    out = nnx.State(trainable)
-    nnx.replace_by_pure_dict(out, got["params"])
-    return out, dict(got["meta"])
+    return found[1]
 
 
 def fingerprint(steps: list[list[list[int]]]) -> str:
     """A short hash of the data plan, to refuse resuming onto a different data order."""
-    import hashlib
-
     h = hashlib.sha256()
     for st in steps:
         for row in st:

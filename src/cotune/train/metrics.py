@@ -1,7 +1,7 @@
-"""Training metrics: JSONL (the record), TensorBoard events (live curves), a loss PNG (the end).
+"""A run's metrics: ``metrics.jsonl`` (the record) and TensorBoard events under ``tb/``.
 
-W&B is never switched on: cotune does not import it, and Tunix's trainer (which would) is not
-used for SFT.
+SFT and RL log through the same :class:`MetricsLogger`. W&B is never switched on: cotune
+does not import it, and Tunix's trainers (which would) are not used.
 """
 
 from __future__ import annotations
@@ -11,15 +11,34 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cotune.outputs import atomic_open
+
 
 class MetricsLogger:
-    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors scalars to
-    TensorBoard under ``tb/``. Safe to reopen on ``--resume`` (appends)."""
+    """Appends one JSON object per logged step to ``metrics.jsonl`` and mirrors its numbers
+    to TensorBoard under ``tb/`` (tags prefixed by ``tb_prefix``).
 
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    ``resumed_at``: the step a resumed run restarts from. Lines past it were written by a
+    session that was interrupted before its next checkpoint; the steps they describe are
+    trained again, so those lines are dropped rather than left beside the new ones.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        resumed_at: int | None = None,
+        tb_prefix: str = "",
+        tensorboard: bool = True,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
+        if resumed_at is not None and self.path.is_file():
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resumed_at]
+            with atomic_open(self.path) as f:
+                f.writelines(json.dumps(r) + "\n" for r in kept)
         self._fh = self.path.open("a", encoding="utf-8")
+        self._prefix = tb_prefix
         self._tb = None
         if tensorboard:
             try:
@@ -36,7 +55,8 @@ class MetricsLogger:
         if self._tb is not None:
             for k, v in values.items():
                 if isinstance(v, int | float) and math.isfinite(float(v)):
-                    self._tb.add_scalar(k, float(v), step)
+                    self._tb.add_scalar(self._prefix + k, float(v), step)
+            self._tb.flush()
 
     def close(self) -> None:
         self._fh.close()
@@ -45,42 +65,16 @@ class MetricsLogger:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The logged records; a line cut short (the process was killed mid-write) is skipped."""
     p = Path(path)
     if not p.is_file():
         return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
-
-
-def plot_loss(run_dir: str | Path) -> Path | None:
-    """``loss_curve.png``: training loss (and validation accuracy, when measured) per step.
-
-    On resume the JSONL holds the steps of every session; the last value per step wins.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    recs = read_metrics(run_dir / "metrics.jsonl")
-    loss = {r["step"]: r["loss"] for r in recs if "loss" in r}
-    acc = {r["step"]: r["val_accuracy"] for r in recs if "val_accuracy" in r}
-    if not loss:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4))
-    xs = sorted(loss)
-    ax.plot(xs, [loss[x] for x in xs], label="train loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (completion tokens)")
-    if acc:
-        ax2 = ax.twinx()
-        xa = sorted(acc)
-        ax2.plot(xa, [acc[x] for x in xa], "o-", color="tab:orange", label="val accuracy")
-        ax2.set_ylabel("val answer accuracy")
-        ax2.set_ylim(0, 1)
-    ax.set_title("cotune SFT")
-    fig.tight_layout()
-    out = run_dir / "loss_curve.png"
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    out = []
+    for line in p.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
     return out
