@@ -26,6 +26,11 @@ def start(cache, first, valid, cache_len: int, end_ids) -> dict:
     }
 
 
+def running(c: dict, until):
+    """Whether the decode loop goes on: ``step`` below ``until`` and some row not done."""
+    return (c["step"] < until) & ~jnp.all(c["done"])
+
+
 def advance(c: dict, tok, cache, key_valid, pad_id, end_ids) -> dict:
     """The carry after one decode step wrote ``tok`` (pad for rows already done)."""
     tok = jnp.where(c["done"], pad_id, tok)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from cotune.generate import kv_cache
-from cotune.generate.carry import advance, start
+from cotune.generate.carry import advance, running, start
 from cotune.generate.sampling import nan_rows, pick
 
 _K_MASK = -2.3819763e38  # Tunix's masked-logit value
@@ -322,9 +322,6 @@ def decode(
     def _at(table, step):  # the step's row of a [n_new, ...] table
         return jax.lax.dynamic_index_in_dim(table, step, axis=0, keepdims=False)
 
-    def cond(c):
-        return (c["step"] < until) & ~jnp.all(c["done"])
-
     def body(c, seen: int):
         """One step; attention reads only the first ``seen`` slots (those written so far
         lie below it: see the phases below)."""
@@ -339,8 +336,8 @@ def decode(
         for i, (lw, (kc, vc)) in enumerate(zip(w["layers"], c["cache"], strict=True)):
             q, k, v = _qkv(g, i, lw, x, rope)
             k = kv_cache.stored(kv_cache.to_layout(k, k_layout), dtype)
-            v = kv_cache.stored(kv_cache.to_layout(v, v_layout), dtype)
             kc = kv_cache.write_slot(kc, k, k_layout, slot)
+            v = kv_cache.stored(kv_cache.to_layout(v, v_layout), dtype)
             vc = kv_cache.write_slot(vc, v, v_layout, slot)
             window = _window(g, i, mask, slots[:seen], slot[None])
             keys = kv_cache.loaded(kv_cache.first_slots(kc, k_layout, seen))
@@ -360,7 +357,7 @@ def decode(
     for j in range(1, phases + 1):
         last_step = n_new * j // phases  # this phase's final step writes slot p + last - 1
         carry = jax.lax.while_loop(
-            lambda c, last_step=last_step: cond(c) & (c["step"] <= last_step),
+            lambda c, last_step=last_step: running(c, until) & (c["step"] <= last_step),
             partial(body, seen=p + last_step),
             carry,
         )

@@ -21,11 +21,13 @@ sees the same differences.
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from cotune.generate.carry import advance, start
+from cotune.generate.carry import advance, running, start
 from cotune.generate.sampling import nan_rows, pick
 
 
@@ -146,9 +148,6 @@ def decode(
     p = carry["key_valid"].shape[1] - n_new
     first_position = jnp.full_like(carry["prompt_len"], p) if _slot_positions(module) else None
 
-    def cond(c):
-        return (c["step"] < until) & ~jnp.all(c["done"])
-
     def body(c):
         step = c["step"]
         last = jax.lax.dynamic_index_in_dim(c["out"], step - 1, axis=1, keepdims=True)
@@ -160,4 +159,4 @@ def decode(
         tok = pick(logits, row_keys, step, temperature, top_p, **kw, nan_rows=nan_rows(h[:, 0]))
         return advance(c, tok, cache, key_valid, pad_id, end_ids)
 
-    return jax.lax.while_loop(cond, body, carry)
+    return jax.lax.while_loop(partial(running, until=until), body, carry)
