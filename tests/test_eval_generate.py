@@ -1,14 +1,12 @@
 """evaluate() with a model: the generation path, and its agreement with --predictions.
 
-The first tests stand in a fake ``cotune.generate`` (so the eval side is tested on its
-own); the last one uses the real tiny model and generator when they exist.
+The first tests stand in a fake for ``cotune.generate.generate`` (so the eval side is
+tested on its own); the last one uses the real tiny model and generator.
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import pytest
 from typer.testing import CliRunner
@@ -55,9 +53,7 @@ def fake_generate(monkeypatch):
                 outs.append(f"<reasoning>{q[8:-1]} = {a}</reasoning>\n<answer>{a}</answer>")
         return outs
 
-    mod = types.ModuleType("cotune.generate")
-    mod.generate = generate
-    monkeypatch.setitem(sys.modules, "cotune.generate", mod)
+    monkeypatch.setattr("cotune.eval.run.generate", generate)
     return calls
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cotune.eval import EvalRecord, evaluate, wilson_interval, write_report
-from cotune.eval.report import compare, fmt_ci, fmt_metric, interval_at, render_markdown
+from cotune.eval.compare import compare
+from cotune.eval.report import fmt_ci, fmt_metric, interval_at, render_markdown
 
 
 @pytest.mark.parametrize(

@@ -221,7 +221,7 @@ def test_canonical_jsonl_and_number_answers(tmp_path):
         (
             '{"id": "a", "question": "q", "answer": "1"}\n{"id": "b", "question": ',
             "d.jsonl",
-            "d.jsonl:2: not valid JSON",
+            "d.jsonl:2: malformed JSON",
         ),
         ('{"id": "a", "question": "q"}\n', "d.jsonl", "d.jsonl:1: key 'answer' is missing"),
         (

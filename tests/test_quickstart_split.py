@@ -12,7 +12,7 @@ from cotune import data
 from cotune.config import load_config
 from cotune.data.generators import GROUPS
 from cotune.eval import evaluate
-from cotune.eval.report import compare_reports
+from cotune.eval.compare import compare_reports
 from cotune.quickstart import DEFAULT_CONFIG, _final_table, _same_questions, _split_data
 
 SMALL = [

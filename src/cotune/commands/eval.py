@@ -174,7 +174,7 @@ def eval_cmd(
 
 
 def _run_compare(dirs: tuple[Path, Path], out: Path | None, console: Console) -> None:
-    from cotune.eval.report import COMPARE_MD, COMPARE_PNG, compare, comparison_table
+    from cotune.eval.compare import COMPARE_MD, COMPARE_PNG, compare, comparison_table
 
     if out is None:
         c = compare(dirs[0], dirs[1])

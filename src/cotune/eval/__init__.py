@@ -6,6 +6,7 @@ All judgements go through :mod:`cotune.format` and :mod:`cotune.verify`; see
 
 from __future__ import annotations
 
+from cotune.eval.compare import Comparison, compare
 from cotune.eval.inputs import EvalInputError, EvalRecord, load_predictions, load_records
 from cotune.eval.metrics import (
     ExampleRow,
@@ -16,7 +17,7 @@ from cotune.eval.metrics import (
     score_example,
     wilson_interval,
 )
-from cotune.eval.report import Comparison, Report, compare, load_report, write_report
+from cotune.eval.report import Report, load_report, write_report
 from cotune.eval.run import BUILTIN_SHOTS, choose_few_shot, evaluate
 
 __all__ = [

@@ -7,15 +7,12 @@ re-drawn or compared later without the model.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-if TYPE_CHECKING:
-    from cotune.eval.report import Comparison
 
 
 def _pct(v: Any) -> float | None:
@@ -83,18 +80,16 @@ def overview_chart(report: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def compare_chart(c: Comparison, path: str | Path) -> Path:
-    """Before/after bars for every share metric (and strict accuracy per task)."""
-    rows = [(lab, va, vb) for lab, va, vb, _, share in c.rows if share]
-    rows += [(f"acc: {t}", va, vb) for t, va, vb, _ in c.by_task]
+def compare_chart(
+    label_a: str, label_b: str, rows: list[tuple[str, Any, Any]], path: str | Path
+) -> Path:
+    """Before/after bars: ``rows`` are (label, share in A, share in B)."""
     labels = [r[0] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) + 2), 4.2))
     _bars(
-        ax,
-        labels,
-        [(c.label_a, [_pct(r[1]) for r in rows]), (c.label_b, [_pct(r[2]) for r in rows])],
+        ax, labels, [(label_a, [_pct(r[1]) for r in rows]), (label_b, [_pct(r[2]) for r in rows])]
     )
-    ax.set_title(f"{c.label_a} → {c.label_b}")
+    ax.set_title(f"{label_a} → {label_b}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

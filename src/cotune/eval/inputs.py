@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotune.data.records import DataError, check_input_file, iter_json_lines
+
 
 class EvalInputError(ValueError):
     """Bad evaluation input (data or predictions file); the message is for users."""
@@ -103,30 +105,13 @@ def record_from_mapping(obj: Any, where: str, default_id: str) -> EvalRecord:
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """``(line, value)`` per non-blank line through cotune's one JSONL reader
+    (:func:`cotune.data.records.iter_json_lines`); the first bad line stops with file:line."""
     out = []
-    with path.open("rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # skip a BOM
-            except UnicodeDecodeError as e:
-                raise EvalInputError(f"{path}:{lineno}: not UTF-8 text (byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if "\\u" in line:  # a lone surrogate escape would break the UTF-8 report
-                    json.dumps(obj, ensure_ascii=False).encode("utf-8")
-            except json.JSONDecodeError as e:
-                raise EvalInputError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); "
-                    "expected one JSON object per line"
-                ) from None
-            except (ValueError, RecursionError) as e:  # >4300-digit int, deep nesting, surrogate
-                raise EvalInputError(
-                    f"{path}:{lineno}: not usable JSON ({type(e).__name__}: "
-                    f"{str(e)[:80]}); expected one JSON object per line"
-                ) from None
-            out.append((lineno, obj))
+    for lineno, obj, _ in iter_json_lines(path):
+        if isinstance(obj, DataError):
+            raise EvalInputError(str(obj)) from None
+        out.append((lineno, obj))
     return out
 
 
@@ -166,10 +151,10 @@ def _read_csv_text(path: Path, text: str) -> list[tuple[int, Any]]:
 
 
 def _rows(path: Path) -> list[tuple[int, Any]]:
-    if path.is_dir():
-        raise EvalInputError(f"{path}: is a directory, expected a file")
-    if not path.is_file():
-        raise EvalInputError(f"{path}: file not found")
+    try:
+        check_input_file(path)
+    except DataError as e:
+        raise EvalInputError(str(e)) from None
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return _read_csv(path)

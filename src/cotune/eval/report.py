@@ -4,8 +4,8 @@ A :class:`Report` is the aggregate metrics plus breakdowns, a failure gallery, t
 per-example rows and ``meta`` (model, data, prompt template, schema, instruction and
 few-shot examples), because a number without the prompt that produced it cannot be
 compared with anything. ``report.json`` is the machine-readable source of truth; the
-markdown, the PNG charts and :func:`compare` are all rendered from it, so a comparison
-of two runs made months apart needs nothing but their directories.
+markdown and the PNG charts are rendered from it, and so is a comparison
+(:mod:`cotune.eval.compare`): two runs made months apart need nothing but their directories.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cotune.eval.charts import accuracy_by_task_chart, overview_chart
 from cotune.eval.inputs import EvalInputError
 from cotune.eval.metrics import (
     CI_SUFFIX,
@@ -31,9 +32,6 @@ REPORT_MD = "report.md"
 PREDICTIONS = "predictions.jsonl"
 CHART_BY_TASK = "accuracy_by_task.png"
 CHART_OVERVIEW = "overview.png"
-COMPARE_JSON = "compare.json"
-COMPARE_MD = "compare.md"
-COMPARE_PNG = "compare.png"
 
 
 @dataclass
@@ -95,7 +93,7 @@ def fmt(value: Any, pct: bool = True) -> str:
     return str(value)
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     def esc(c: str) -> str:
         return str(c).replace("|", "\\|").replace("\n", " ")
 
@@ -208,7 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("temperature", meta.get("temperature")),
         ("max new tokens", meta.get("max_new_tokens")),
     ]
-    out += [_md_table(["", ""], [[k, str(v)] for k, v in facts if v is not None]), ""]
+    out += [md_table(["", ""], [[k, str(v)] for k, v in facts if v is not None]), ""]
     out += ["## Headline", ""]
     rows = []
     for label, path, share in HEADLINE:
@@ -216,7 +214,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         if v is None and path[0] in ("majority_accuracy", "any_correct"):
             continue
         rows.append([label, fmt_metric(m, path, share)])
-    out += [_md_table(["metric", "value [95% CI] (n)"], rows), ""]
+    out += [md_table(["metric", "value [95% CI] (n)"], rows), ""]
     out += [
         "Intervals are 95% Wilson score intervals over the n counted (completions, claims or "
         "traces); in the breakdowns n is the group's completions unless shown.",
@@ -239,13 +237,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         out += [
             f"## {title}",
             "",
-            _md_table([title.split()[-1], *_GROUP_HEADER], _group_rows(groups)),
+            md_table([title.split()[-1], *_GROUP_HEADER], _group_rows(groups)),
             "",
         ]
     if m["problems"]:
         out += ["## Format problems", ""]
         out += [
-            _md_table(["problem", "completions"], [[k, str(v)] for k, v in m["problems"].items()])
+            md_table(["problem", "completions"], [[k, str(v)] for k, v in m["problems"].items()])
         ]
         out += [""]
     out += ["## Prompt", "", _fence(meta.get("prompt_example", "")), ""]
@@ -299,8 +297,6 @@ def write_predictions(rows: Sequence[ExampleRow], path: Path) -> None:
 
 def write_report(report: Report, out_dir: str | Path) -> dict[str, Path]:
     """Write report.json, report.md, predictions.jsonl and the PNG charts; return paths."""
-    from cotune.eval.charts import accuracy_by_task_chart, overview_chart
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = report.to_dict()
@@ -334,157 +330,3 @@ def load_report(path: str | Path) -> dict[str, Any]:
         if not isinstance(d, dict) or not isinstance(d.get(key), dict):
             raise EvalInputError(f"{p}: key {key!r} missing; expected a cotune eval report.json")
     return d
-
-
-# --------------------------------------------------------------------------- compare
-
-
-@dataclass
-class Comparison:
-    """Two reports side by side: ``rows`` are (label, a, b, delta, is_share)."""
-
-    a: dict[str, Any]
-    b: dict[str, Any]
-    label_a: str
-    label_b: str
-    rows: list[tuple[str, Any, Any, Any, bool]]
-    by_task: list[tuple[str, Any, Any, Any]]
-    warnings: list[str]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "a": self.label_a,
-            "b": self.label_b,
-            "metrics": [
-                {"metric": r[0], "a": r[1], "b": r[2], "delta": r[3], "share": r[4]}
-                for r in self.rows
-            ],
-            "by_task_accuracy_strict": [
-                {"task": t, "a": a, "b": b, "delta": d} for t, a, b, d in self.by_task
-            ],
-            "warnings": self.warnings,
-        }
-
-
-def _delta(a: Any, b: Any) -> Any:
-    ok = isinstance(a, int | float) and isinstance(b, int | float)
-    return b - a if ok and not isinstance(a, bool) and not isinstance(b, bool) else None
-
-
-def _label(report: dict[str, Any], path: Path) -> str:
-    return str(report["meta"].get("model") or path.name or path)
-
-
-def compare_reports(
-    a: dict[str, Any], b: dict[str, Any], label_a: str = "A", label_b: str = "B"
-) -> Comparison:
-    """Line up two report dicts metric by metric (B minus A) and per task."""
-    rows = []
-    for label, path, share in HEADLINE:
-        va, vb = metric_at(a["metrics"], path), metric_at(b["metrics"], path)
-        if va is None and vb is None:
-            continue
-        rows.append((label, va, vb, _delta(va, vb), share))
-    tasks = sorted(set(a["by_task"]) | set(b["by_task"]))
-    by_task = []
-    for t in tasks:
-        va = a["by_task"].get(t, {}).get("accuracy_strict")
-        vb = b["by_task"].get(t, {}).get("accuracy_strict")
-        by_task.append((t, va, vb, _delta(va, vb)))
-    warnings = []
-    fa, fb = a["meta"].get("data_fingerprint"), b["meta"].get("data_fingerprint")
-    if fa and fb and fa != fb:
-        warnings.append("the two reports were computed on different data")
-    for key in ("template", "schema", "few_shot", "samples", "temperature", "max_new_tokens"):
-        if a["meta"].get(key) != b["meta"].get(key):
-            warnings.append(f"{key} differs: {a['meta'].get(key)!r} vs {b['meta'].get(key)!r}")
-    return Comparison(a, b, label_a, label_b, rows, by_task, warnings)
-
-
-def _signed(v: Any, share: bool) -> str:
-    if v is None:
-        return "–"
-    if share:
-        return f"{100 * v:+.1f} pts"
-    return f"{v:+.1f}" if isinstance(v, float) else f"{v:+d}"
-
-
-def comparison_markdown(c: Comparison) -> str:
-    paths = {label: path for label, path, _ in HEADLINE}
-    out = [f"# cotune eval: {c.label_a} vs {c.label_b}", ""]
-    out += [
-        _md_table(
-            ["metric", c.label_a, c.label_b, "difference"],
-            [
-                [
-                    lab,
-                    fmt_metric(c.a["metrics"], paths[lab], share) if lab in paths else fmt(va),
-                    fmt_metric(c.b["metrics"], paths[lab], share) if lab in paths else fmt(vb),
-                    _signed(d, share),
-                ]
-                for lab, va, vb, d, share in c.rows
-            ],
-        ),
-        "",
-        "## Strict accuracy by task",
-        "",
-        _md_table(
-            ["task", c.label_a, c.label_b, "difference"],
-            [
-                [
-                    t,
-                    fmt_metric(c.a["by_task"].get(t, {}), ("accuracy_strict",)),
-                    fmt_metric(c.b["by_task"].get(t, {}), ("accuracy_strict",)),
-                    _signed(d, True),
-                ]
-                for t, va, vb, d in c.by_task
-            ],
-        ),
-        "",
-    ]
-    if c.warnings:
-        out += ["## Warnings", ""] + [f"- {w}" for w in c.warnings] + [""]
-    return "\n".join(out)
-
-
-def comparison_table(c: Comparison):
-    """A rich Table of the comparison, differences coloured by sign."""
-    from rich.table import Table
-
-    table = Table(title=f"{c.label_a} → {c.label_b}")
-    for col in ("metric", c.label_a, c.label_b, "difference"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
-    for lab, va, vb, d, share in c.rows:
-        colour = "" if not d else ("green" if d > 0 else "red")
-        if lab in ("truncated", "right answer via a wrong step") and colour:
-            colour = "red" if colour == "green" else "green"  # fewer is better
-        diff = _signed(d, share)
-        table.add_row(
-            lab, fmt(va, share), fmt(vb, share), f"[{colour}]{diff}[/]" if colour else diff
-        )
-    for t, va, vb, d in c.by_task:
-        colour = "" if not d else ("green" if d > 0 else "red")
-        diff = _signed(d, True)
-        table.add_row(
-            f"acc strict: {t}", fmt(va), fmt(vb), f"[{colour}]{diff}[/]" if colour else diff
-        )
-    return table
-
-
-def compare(dir_a: str | Path, dir_b: str | Path, out_dir: str | Path | None = None) -> Comparison:
-    """Compare two report directories; with ``out_dir`` write compare.{json,md,png} there."""
-    pa, pb = Path(dir_a), Path(dir_b)
-    a, b = load_report(pa), load_report(pb)
-    la, lb = _label(a, pa), _label(b, pb)
-    if la == lb:
-        la, lb = f"{la} ({pa.name})", f"{lb} ({pb.name})"
-    c = compare_reports(a, b, la, lb)
-    if out_dir is not None:
-        from cotune.eval.charts import compare_chart
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / COMPARE_JSON).write_text(json.dumps(c.to_dict(), indent=2) + "\n", encoding="utf-8")
-        (out / COMPARE_MD).write_text(comparison_markdown(c), encoding="utf-8")
-        compare_chart(c, out / COMPARE_PNG)
-    return c

@@ -29,6 +29,8 @@ from cotune.format import (
     prompt_text,
     stop_strings,
 )
+from cotune.generate import generate
+from cotune.progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -162,10 +164,6 @@ def _generate_all(
     Prompts go to the generator as token ids built here, so the prompt scored is exactly the
     one recorded in the report; as ids carry no schema, the schema's stop strings go with them.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from cotune.generate import generate
-
     tok = model.tokenizer
     prompts = [
         prompt_ids(tok, r.question, template=template, schema=schema, shots=shots) for r in records
@@ -175,14 +173,8 @@ def _generate_all(
     comps: list[list[str]] = [[] for _ in records]
     limits: list[list[bool | None]] = [[] for _ in records]
     total = len(records) * samples
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not progress,
-    ) as bar:
-        task = bar.add_task("generating", total=total)
+    with progress_bar("generating", enabled=progress) as bar:
+        task = bar.add_task("", total=total)
         for k in range(samples):
             for b, start in enumerate(range(0, len(records), batch_size)):
                 batch = prompts[start : start + batch_size]
