@@ -133,13 +133,23 @@ def generate(
 # --------------------------------------------------------------------------- import
 
 
+_IMPORT_KINDS = "gsm8k | prompt-completion | messages | columns (csv) | jsonl"
+
+
 @app.command("import")
 def import_cmd(
-    kind: str = typer.Argument(..., help="gsm8k | prompt-completion | messages | csv | jsonl"),
-    path: Path = typer.Argument(..., help="input file"),
+    kind: str = typer.Argument(..., help=_IMPORT_KINDS),
+    path: Path = typer.Argument(
+        ...,
+        help="input: .jsonl, .csv (columns), .parquet, .arrow, or a folder saved by datasets' "
+        "save_to_disk or holding .parquet files",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="output JSONL of canonical records"),
+    split: str = typer.Option(
+        None, help="split of a datasets folder (dataset_dict.json) or of a Parquet folder"
+    ),
     skip_invalid: bool = typer.Option(
-        False, help="write bad lines to <out>.rejects.jsonl instead of stopping"
+        False, help="write bad lines/rows to <out>.rejects.jsonl instead of stopping"
     ),
     exclude: list[Path] = typer.Option(
         None, help="drop questions that appear in this file (e.g. the test set); repeatable"
@@ -148,9 +158,13 @@ def import_cmd(
         None, help="format of --exclude files (default: same as KIND)"
     ),
     max_reasoning_tokens: int = typer.Option(256, help="drop longer reasoning (estimated tokens)"),
-    answers_only: bool = typer.Option(None, help="allow empty reasoning (default: only for csv)"),
+    answers_only: bool = typer.Option(
+        None, help="allow empty reasoning (default: only for columns/csv)"
+    ),
     check_claims: bool = typer.Option(
-        False, help="also drop records with a false 'a op b = c' claim"
+        None,
+        help="drop records with a false or unreadable 'a op b = c' claim "
+        "(default: on for gsm8k, whose calculator notes become claims; off otherwise)",
     ),
     force: bool = _FORCE,
 ) -> None:
@@ -158,20 +172,24 @@ def import_cmd(
     _check_outputs([out, D.rejects_path(out)], force, [path, *(exclude or [])])
     rejects: list[D.Reject] = []
     warnings: list[str] = []
+    notes: Counter = Counter()
     try:
         recs = D.import_file(
-            kind, path, skip_invalid=skip_invalid, rejects=rejects, warnings=warnings
-        )
+            kind, path, skip_invalid=skip_invalid, rejects=rejects, warnings=warnings,
+            split=split, notes=notes,
+        )  # fmt: skip
         banned: list[D.Record] = []
         for ex in exclude or []:
             banned += D.import_file(exclude_kind or kind, ex, skip_invalid=True)
     except D.DataError as e:
         hint = f"\n(use --skip-invalid to write bad lines to {D.rejects_path(out)} and continue)"
         _fail(f"{e}{hint if e.line else ''}")
-    allow_empty = kind == "csv" if answers_only is None else answers_only
+    table_kind = kind.replace("_", "-") in ("csv", "columns")
+    allow_empty = table_kind if answers_only is None else answers_only
+    claims = kind == "gsm8k" if check_claims is None else check_claims
     kept, report = D.clean(
         recs, max_reasoning_tokens=max_reasoning_tokens, require_reasoning=not allow_empty,
-        check_claims=check_claims, exclude=banned,
+        check_claims=claims, exclude=banned,
     )  # fmt: skip
     for w in warnings:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
@@ -180,7 +198,19 @@ def import_cmd(
         side = D.write_rejects(out, rejects + report.rejects)
     except OSError as e:
         _write_error(e, out)
-    out_console.print(_report_table(report, f"{path} -> {out}"))
+    table = _report_table(report, f"{path} -> {out}")
+    for key, k in sorted(notes.items()):
+        if key.startswith("repaired_"):
+            table.add_row(f"repaired: {key.removeprefix('repaired_')}", str(k), style="cyan")
+    out_console.print(table)
+    conv = {k.removeprefix("note_"): v for k, v in notes.items() if k.startswith("note_")}
+    if conv:
+        order = ("carried", "restated", "inserted", "no_operation", "unplaced")
+        out_console.print(
+            "calculator notes: "
+            + ", ".join(f"{conv[k]} {k.replace('_', ' ')}" for k in order if conv.get(k))
+            + " (docs/data.md)"
+        )
     if rejects:
         out_console.print(f"skipped {len(rejects)} invalid line(s)")
     out_console.print(f"wrote {len(kept)} records to {out}; rejects in {side}")

@@ -1,17 +1,24 @@
 """Importers: other people's data formats -> canonical records.
 
-* ``gsm8k``: ``{"question", "answer"}`` with ``<<48/2=24>>`` calculator notes and ``#### 72``.
+Record shapes (the ``kind``):
+
+* ``gsm8k``: ``{"question", "answer"}`` with ``<<48/2=24>>`` calculator notes and ``#### 72``;
+  each note becomes a claim :mod:`cotune.verify` checks (:mod:`cotune.data.gsm8k`).
 * ``prompt-completion``: ``{"prompt", "completion"}``; the completion is parsed leniently
   with :func:`cotune.format.parse_completion` (tags, plain, ``####``, "the answer is").
 * ``messages``: ``{"messages": [{"role": "user", ...}, {"role": "assistant", ...}]}``.
-* ``csv``: a header with ``question`` and ``answer`` columns (plus optional ``id``, ``task``,
-  ``reasoning``, ``source``, ``difficulty``); answer-only records (empty reasoning) for
-  evaluation.
+* ``columns`` (``csv`` is the same): ``question`` and ``answer`` columns or their common
+  aliases, plus optional ``id``, ``task``, ``reasoning``, ``source``, ``difficulty``; without
+  a reasoning column, answer-only records for evaluation.
 * ``jsonl``: canonical records.
 
-Each importer yields ``(line, Record | DataError, raw)`` and never raises for bad content,
-so :func:`import_file` can either stop at the first error (naming file and line) or
-collect rejects for a sidecar.
+Where the rows come from (by ``path``): JSON lines, a CSV file (``columns`` only), or a
+table source read by :mod:`cotune.data.tables`: a ``.parquet`` / ``.arrow`` file, a folder
+saved by Hugging Face ``datasets`` (``split`` picks a split), a folder of Parquet files.
+
+Each importer yields ``(line or row, Record | DataError, raw)`` and never raises for bad
+content, so :func:`import_file` can either stop at the first error (naming file and line or
+row) or collect rejects for a sidecar.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cotune.data import gsm8k
+from cotune.data import gsm8k, tables
 from cotune.data.records import (
     DataError,
     Record,
@@ -32,7 +39,9 @@ from cotune.data.records import (
     check_input_file,
     iter_json_lines,
     iter_jsonl,
+    record_from_dict,
 )
+from cotune.data.tables import TableError
 from cotune.format import parse_completion, parse_number
 
 Item = tuple[int, Record | DataError, str]
@@ -43,14 +52,15 @@ def _lines(path: Path) -> Iterator[tuple[int, Any, str]]:
     return iter_json_lines(path)
 
 
-def _field(obj: Any, key: str, what: str) -> str:
+def _field(obj: Any, key: str, what: str, unit: str = "field") -> str:
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object with {what}, got {type(obj).__name__}")
     if key not in obj:
-        raise DataError(f"missing field '{key}' (expected {what})")
+        raise DataError(f"missing {unit} '{key}' (expected {what})")
     v = obj[key]
     if not isinstance(v, str):
-        raise DataError(f"field '{key}': expected a string, got {type(v).__name__}")
+        got = "null" if v is None else type(v).__name__
+        raise DataError(f"{unit} '{key}': expected a string, got {got}")
     return v
 
 
@@ -94,20 +104,29 @@ def parse_gsm8k_answer(text: str, notes: Counter | None = None) -> tuple[str, st
     return checked.reasoning, answer
 
 
-def _gsm8k_record(obj: Any, rid: str, notes: Counter | None) -> Record:
-    """One GSM8K row (``question``, ``answer`` with ``####``) -> a record."""
-    q = _field(obj, "question", "'question' and 'answer' strings").strip()
-    if not q:
-        raise DataError("field 'question': expected non-empty text")
-    reasoning, answer = parse_gsm8k_answer(
-        _field(obj, "answer", "'question' and 'answer' strings"), notes
-    )
-    return Record(rid, "gsm8k", q, reasoning, answer, "gsm8k", None)
+# A row maker turns one parsed row (a JSON object, or a table row as a dict) and its default
+# id into a Record, raising DataError (without a location) for bad content. ``unit`` is how
+# the messages name a key: "field" in JSON, "column" in a table.
+RowMaker = Callable[[Any, str], Record]
+
+
+def _gsm8k_row(notes: Counter | None, unit: str = "field") -> RowMaker:
+    what = "'question' and 'answer' strings"
+
+    def make(obj: Any, rid: str) -> Record:
+        q = _field(obj, "question", what, unit).strip()
+        if not q:
+            raise DataError(f"{unit} 'question': expected non-empty text")
+        reasoning, answer = parse_gsm8k_answer(_field(obj, "answer", what, unit), notes)
+        return Record(rid, "gsm8k", q, reasoning, answer, "gsm8k", None)
+
+    return make
 
 
 def iter_gsm8k(path: str | Path, notes: Counter | None = None) -> Iterator[Item]:
     p = Path(path)
-    yield from _wrap(p, lambda obj, i: _gsm8k_record(obj, f"gsm8k-{p.stem}-{i}", notes))
+    make = _gsm8k_row(notes)
+    yield from _wrap(p, lambda obj, i: make(obj, f"gsm8k-{p.stem}-{i}"))
 
 
 def _completion(text: str) -> tuple[str, str]:
@@ -138,25 +157,32 @@ def _question(prompt: str) -> str:
     return q.strip()
 
 
+def _prompt_completion_row(source: str, unit: str = "field") -> RowMaker:
+    what = "'prompt' and 'completion' strings"
+
+    def make(obj: Any, rid: str) -> Record:
+        q = _question(_field(obj, "prompt", what, unit))
+        reasoning, answer = _completion(_field(obj, "completion", what, unit))
+        return Record(rid, "imported", q, reasoning, answer, source, None)
+
+    return make
+
+
 def iter_prompt_completion(path: str | Path) -> Iterator[Item]:
     p = Path(path)
-
-    def make(obj: Any, i: int) -> Record:
-        what = "'prompt' and 'completion' strings"
-        q = _question(_field(obj, "prompt", what))
-        reasoning, answer = _completion(_field(obj, "completion", what))
-        return Record(f"{p.stem}-{i}", "imported", q, reasoning, answer, p.stem, None)
-
-    yield from _wrap(p, make)
+    make = _prompt_completion_row(p.stem)
+    yield from _wrap(p, lambda obj, i: make(obj, f"{p.stem}-{i}"))
 
 
-def iter_messages(path: str | Path) -> Iterator[Item]:
-    p = Path(path)
-
-    def make(obj: Any, i: int) -> Record:
+def _messages_row(source: str, unit: str = "field") -> RowMaker:
+    def make(obj: Any, rid: str) -> Record:
         what = "a 'messages' list of {role, content}"
         if not isinstance(obj, dict) or not isinstance(obj.get("messages"), list):
-            raise DataError(f"expected a JSON object with {what}")
+            raise DataError(
+                f"expected a JSON object with {what}"
+                if unit == "field"
+                else "column 'messages': expected a list of {role, content}"
+            )
         user = reply = None
         for k, m in enumerate(obj["messages"]):
             role = m.get("role") if isinstance(m, dict) else None
@@ -170,9 +196,15 @@ def iter_messages(path: str | Path) -> Iterator[Item]:
         if user is None or reply is None:
             raise DataError("messages: expected a 'user' message followed by an 'assistant' reply")
         reasoning, answer = _completion(reply)
-        return Record(f"{p.stem}-{i}", "imported", _question(user), reasoning, answer, p.stem, None)
+        return Record(rid, "imported", _question(user), reasoning, answer, source, None)
 
-    yield from _wrap(p, make)
+    return make
+
+
+def iter_messages(path: str | Path) -> Iterator[Item]:
+    p = Path(path)
+    make = _messages_row(p.stem)
+    yield from _wrap(p, lambda obj, i: make(obj, f"{p.stem}-{i}"))
 
 
 _Q_COLS = ("question", "problem", "input", "prompt")
@@ -278,10 +310,121 @@ def iter_csv(path: str | Path, warnings: list[str] | None = None) -> Iterator[It
         yield reader.line_num, DataError(f"malformed CSV ({e})", str(p), reader.line_num), ""
 
 
+def _cell_text(row: dict, col: str | None, *, numeric: bool = False) -> str:
+    """A table cell as text: strings as they are, null as "", numbers when ``numeric``."""
+    if col is None:
+        return ""
+    v = row.get(col)
+    if v is None:
+        return ""
+    if isinstance(v, str):
+        return v.strip()
+    if numeric and isinstance(v, int | float) and not isinstance(v, bool):
+        try:
+            return record_from_dict({"question": "q", "reasoning": "", "answer": v}).answer
+        except DataError as e:
+            raise DataError(f"column '{col}': {e.message.split(': ', 1)[-1]}") from None
+    want = "text or a number" if numeric else "text"
+    raise DataError(f"column '{col}': expected {want}, got {type(v).__name__}")
+
+
+def _columns_row(cols: list[str], where: Path, source: str, warnings: list[str] | None):
+    """The row maker for generic question/answer(/reasoning, ...) columns of a table, with
+    the same column names and aliases as a CSV header. Column problems are found once, from
+    the names, before any row is read."""
+    folded = {c.strip().casefold(): c for c in reversed(cols)}
+    qc = next((folded[c] for c in _Q_COLS if c in folded), None)
+    ac = next((folded[c] for c in _A_COLS if c in folded), None)
+    if qc is None or ac is None:
+        raise TableError(
+            f"expected a 'question' ({'/'.join(_Q_COLS[1:])}) and an 'answer' "
+            f"({'/'.join(_A_COLS[1:])}) column, got {cols[:8]}",
+            where,
+        )
+    fields = {c: folded[c] for c in _FIELD_COLS if c in folded}
+    used = {qc, ac, *fields.values()}
+    unused = [c for c in cols if c not in used]
+    if unused and warnings is not None:
+        warnings.append(
+            f"{where}: column(s) {', '.join(repr(c) for c in unused)} not imported "
+            "(records keep only id, task, question, reasoning, answer, source, difficulty)"
+        )
+    seen: dict[str, int] = {}
+    rows = [0]  # rows seen so far, across the data set's files
+
+    def make(row: dict, rid: str) -> Record:
+        rows[0] += 1
+        q = _cell_text(row, qc)
+        if not q:
+            raise DataError(f"column '{qc}': expected non-empty text")
+        a = _cell_text(row, ac, numeric=True)
+        if "####" in a and parse_number(a) is None:
+            raise DataError(
+                f"column '{ac}': a GSM8K-style solution ('... #### 72'); import it as kind gsm8k"
+            )
+        answer = _answer(a, f"column '{ac}'")
+        d = _cell_text(row, fields.get("difficulty"), numeric=True)
+        difficulty = _difficulty_cell(d)
+        rid = _cell_text(row, fields.get("id"), numeric=True) or rid
+        if rid in seen:
+            raise DataError(
+                f"column 'id': duplicate id {rid!r} (first in the data set's row {seen[rid]}); "
+                "expected unique ids"
+            )
+        seen[rid] = rows[0]
+        return Record(
+            rid,
+            _cell_text(row, fields.get("task")) or "imported",
+            q,
+            _cell_text(row, fields.get("reasoning")),
+            answer,
+            _cell_text(row, fields.get("source")) or source,
+            difficulty,
+        )
+
+    return make
+
+
+def _canonical_row(source: str) -> RowMaker:
+    return lambda row, rid: record_from_dict(row, default_id=rid, default_source=source)
+
+
+def iter_table(
+    kind: str,
+    path: str | Path,
+    *,
+    split: str | None = None,
+    notes: Counter | None = None,
+    warnings: list[str] | None = None,
+) -> Iterator[Item]:
+    """Records of ``kind`` from a Parquet / Arrow file or a ``datasets`` folder
+    (:mod:`cotune.data.tables`). Yields ``(row in its file, Record | TableError, raw)``;
+    a bad row's error names its file, row and column. Ids count rows across all files."""
+    p = Path(path)
+    name = p.stem if p.is_file() else p.name + (f"-{split}" if split else "")
+    if kind in ("columns", "csv"):
+        make = _columns_row(tables.columns(p, split), p, name, warnings)
+    else:
+        make = {
+            "gsm8k": lambda: _gsm8k_row(notes, "column"),
+            "prompt-completion": lambda: _prompt_completion_row(name, "column"),
+            "messages": lambda: _messages_row(name, "column"),
+            "jsonl": lambda: _canonical_row(name),
+        }[kind]()
+    prefix = "gsm8k-" if kind == "gsm8k" else ""
+    for n, (file, row, obj) in enumerate(tables.iter_rows(p, split), 1):
+        try:
+            yield row, make(obj, f"{prefix}{name}-{n}"), tables.raw_text(obj)
+        except DataError as e:
+            msg = e.message.replace("field '", "column '")
+            yield row, TableError(msg, file, row), tables.raw_text(obj)
+
+
 IMPORTERS: dict[str, Callable[[str | Path], Iterator[Item]]] = {
     "gsm8k": iter_gsm8k,
     "prompt-completion": iter_prompt_completion,
     "messages": iter_messages,
+    "columns": iter_csv,
     "csv": iter_csv,
     "jsonl": iter_jsonl,
 }
@@ -294,15 +437,39 @@ def import_file(
     skip_invalid: bool = False,
     rejects: list[Reject] | None = None,
     warnings: list[str] | None = None,
+    split: str | None = None,
+    notes: Counter | None = None,
 ) -> list[Record]:
     """Read ``path`` as ``kind`` (one of :data:`IMPORTERS`). Strict by default: raises
-    DataError (``file:line: ...``) at the first bad line; with ``skip_invalid`` bad lines
-    go to ``rejects`` instead. Input that is read but not kept (a CSV's extra columns) is
-    described in ``warnings``."""
+    DataError (``file:line: ...``, ``file: row N: ...``) at the first bad line or row; with
+    ``skip_invalid`` they go to ``rejects`` instead. Input that is read but not kept (extra
+    columns) is described in ``warnings``; ``notes`` counts what an importer changed (GSM8K:
+    each calculator note's conversion and each repair).
+
+    ``path`` is JSON lines, a CSV file (``columns``/``csv``), or a table source: a
+    ``.parquet`` / ``.arrow`` file or a folder (``datasets`` ``save_to_disk``, Parquet files),
+    where ``split`` picks a split (:mod:`cotune.data.tables`).
+    """
     kind = kind.replace("_", "-")
     if kind not in IMPORTERS:
         raise DataError(f"unknown import kind {kind!r}; expected one of {', '.join(IMPORTERS)}")
-    items = iter_csv(path, warnings) if kind == "csv" else IMPORTERS[kind](path)
+    p = Path(path)
+    if tables.is_table_source(p):
+        items = iter_table(kind, p, split=split, notes=notes, warnings=warnings)
+    elif split is not None:
+        raise DataError(f"--split {split!r} applies to a datasets folder, not to a file", str(p))
+    elif kind in ("columns", "csv"):
+        items = iter_csv(p, warnings)
+    elif p.suffix.lower() == ".csv":
+        raise DataError(
+            f"kind {kind} reads JSON lines, Parquet or a datasets folder, not CSV "
+            "(a CSV with question/answer columns is kind columns)",
+            str(p),
+        )
+    elif kind == "gsm8k":
+        items = iter_gsm8k(p, notes)
+    else:
+        items = IMPORTERS[kind](p)
     out: list[Record] = []
     for i, item, raw in items:
         if isinstance(item, Record):
@@ -311,6 +478,12 @@ def import_file(
             raise item
         elif rejects is not None:
             rejects.append(
-                Reject("invalid_line", item.message, str(path), i, raw.rstrip("\n")[:2000])
+                Reject(
+                    "invalid_line",
+                    item.message,
+                    item.file or str(path),
+                    item.line or i,
+                    raw.rstrip("\n")[:2000],
+                )
             )
     return out
