@@ -1,0 +1,111 @@
+"""The calculator: the exact value of a claim the model has started, as cotune.verify computes it.
+
+GSM8K's authors, and nanochat after them, let a small model call a calculator for the
+arithmetic inside a step: when the model has written ``48 / 2 =``, the value ``24`` is
+inserted and generation goes on from there. This module is that decision as a pure
+function of the text generated so far, so a decoder can call it after each token without
+the calculator knowing anything about decoding:
+
+    value_to_insert("<reasoning>Natalia sold 48 / 2 =")  -> "24"
+    value_to_insert("<reasoning>She has 3 apples.")      -> None
+
+The value is what :func:`cotune.verify.find_claims` would judge true for that claim, found
+with the same parser, so a calculator-filled step always counts as a valid step, and a
+claim the verifier would not read (a percent, an expression cut off by words such as ``60
+minutes x 3/4 =``, a variable, a division by zero) gets nothing: the model writes what it
+writes. Only reasoning is ever completed: nothing once ``</reasoning>``, ``<answer>`` or an
+``Answer:`` line has begun. Off by default; evaluation reports results with and without it
+as separate rows, never mixed.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+from cotune.verify import find_claims
+
+# "... =" with optional spaces and an optional currency sign after it, at the very end
+_ENDS_WITH_EQUALS = re.compile(r"=[ \t]*[$€£₹]?\Z")
+# where reasoning ends in either schema (tags, plain)
+_REASONING_OVER = re.compile(r"</reasoning>|<answer>|(?:^|\n)\s*Answer:")
+_REASONING_START = re.compile(r"<reasoning>|(?:^|\n)\s*Reasoning:")
+# Exact up to this many decimals; a value with more (or a repeating one) is rounded.
+MAX_EXACT_DECIMALS = 6
+ROUND_DECIMALS = 2
+_PROBE = "0"
+
+
+def _reasoning_open(text: str) -> bool:
+    """Whether ``text`` ends inside reasoning (or in text with no schema markers at all)."""
+    start = None
+    for m in _REASONING_START.finditer(text):
+        start = m.end()
+    over = _REASONING_OVER.search(text, start or 0)
+    return over is None
+
+
+def _decimals(x: Fraction) -> int | None:
+    """Decimal places ``x`` needs exactly, or None if it repeats or needs too many."""
+    d, places = x.denominator, 0
+    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:
+        if places >= MAX_EXACT_DECIMALS:
+            return None
+        d = d // 10 if d % 10 == 0 else d // 2 if d % 2 == 0 else d // 5
+        places += 1
+    if d != 1:
+        return None
+    while x * 10**places != int(x * 10**places):  # 2s and 5s can need extra places
+        places += 1
+    return places if places <= MAX_EXACT_DECIMALS else None
+
+
+def _fixed(x: Fraction, places: int) -> str:
+    """``x`` rounded to ``places`` decimals (half to even), all of them written."""
+    q = round(x * 10**places)
+    sign, digits = ("-" if q < 0 else ""), str(abs(q)).rjust(places + 1, "0")
+    if not places:
+        return f"{sign}{digits}"
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def format_value(x: Fraction) -> str:
+    """How the calculator writes a value: exactly when it has at most
+    :data:`MAX_EXACT_DECIMALS` decimals (``24``, ``0.2``, ``-3.125``), else rounded to
+    :data:`ROUND_DECIMALS` places with every place written (``10 / 3`` -> ``3.33``, ``4.00``),
+    more places for a small value that would round to zero. verify accepts a decimal
+    rounded correctly at its own precision, so the step stays true."""
+    places = _decimals(x)
+    if places is not None:
+        return _fixed(x, places)
+    for places in range(ROUND_DECIMALS, MAX_EXACT_DECIMALS + 1):
+        if round(x * 10**places) != 0:
+            break
+    return _fixed(x, places)
+
+
+def value_to_insert(text: str) -> str | None:
+    """The value to append to ``text`` (generated so far) when it ends with a claim's left
+    side and ``=`` (``48 / 2 =``, ``12 * 4 = 10 * 4 + 2 * 4 =``, ``$3 * 4 = $``); else None.
+
+    Pure and total: never raises, never looks at or changes anything but the claim that
+    ``text`` ends with; appending the result makes that claim true for
+    :func:`cotune.verify.find_claims` (checked before returning)."""
+    if not isinstance(text, str) or not _ENDS_WITH_EQUALS.search(text):
+        return None
+    if not _reasoning_open(text):
+        return None
+    probe = text + _PROBE
+    claims = find_claims(probe)
+    if not claims:
+        return None
+    last = claims[-1]
+    if last.span[1] != len(probe) or last.true_value is None:
+        return None
+    if last.claimed.lstrip("$€£₹").strip() != _PROBE:
+        return None
+    value = format_value(last.true_value)
+    done = find_claims(text + value)
+    if not done or done[-1].span[1] != len(text) + len(value) or not done[-1].correct:
+        return None
+    return value
