@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -21,10 +20,8 @@ PROMPTS = [f"What is {i} + {3 * i + 1}?" for i in range(20)]
 NEW = 12
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    # the GGUF loader caches converted weights: keep that out of the user's ~/.cache
-    monkeypatch.setenv("COTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+# the GGUF loader caches converted weights: in the session's temp folder, not ~/.cache
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 def _conditioned_tiny() -> cm.Model:
@@ -61,28 +58,6 @@ def _with_lora(m: cm.Model, rank: int = 4, alpha: float = 8.0) -> cm.Model:
     return replace(m, module=module)
 
 
-def reference_greedy(model: cm.Model, prompts: list[str], n: int) -> list[list[int]]:
-    """No-cache greedy through the module's own ``__call__`` (the method Qwix intercepts, so
-    LoRA deltas apply), one jitted full forward per step, prompts right-padded."""
-    ids = encode_prompts(model, prompts)
-    b, t = len(ids), max(map(len, ids)) + n
-    tokens = np.full((b, t), model.tokenizer.pad_id, np.int32)
-    for r, x in enumerate(ids):
-        tokens[r, : len(x)] = x
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    mask = jnp.broadcast_to(jnp.tril(jnp.ones((t, t), bool)), (b, t, t))
-
-    @nnx.jit
-    def fwd(module, tok):
-        return module(tok, positions, None, mask)[0].argmax(-1)
-
-    lens = np.array([len(x) for x in ids])
-    for step in range(n):
-        nxt = np.asarray(fwd(model.module, jnp.asarray(tokens)))
-        tokens[np.arange(b), lens + step] = nxt[np.arange(b), lens + step - 1]
-    return [tokens[r, lens[r] : lens[r] + n].tolist() for r in range(b)]
-
-
 @pytest.fixture(scope="module")
 def models():
     base = _conditioned_tiny()
@@ -96,7 +71,7 @@ def merged_gens(models):
     return generate(models[2], PROMPTS, max_new_tokens=NEW, compute_dtype="float32")
 
 
-def test_merge_equals_lora_and_lora_matters(models) -> None:
+def test_merge_equals_lora_and_lora_matters(models, reference_greedy) -> None:
     base, lora, merged = models
     assert len(lora_adapters(lora.module)) == 2 * 6  # 2 layers x (q, kv, o, gate, up, down)
     assert lora_adapters(merged.module) == []
@@ -104,9 +79,9 @@ def test_merge_equals_lora_and_lora_matters(models) -> None:
         type(merged.module), "_unquantized_type"
     )
     assert merged.meta["lora_merged"] == 12
-    r_base = reference_greedy(base, PROMPTS, NEW)
-    r_lora = reference_greedy(lora, PROMPTS, NEW)
-    r_merged = reference_greedy(merged, PROMPTS, NEW)
+    r_base, r_lora, r_merged = (
+        reference_greedy(m, encode_prompts(m, PROMPTS), NEW) for m in (base, lora, merged)
+    )
     assert (
         sum(a != b for a, b in zip(r_base, r_lora, strict=True)) >= 15
     )  # the LoRA changes outputs

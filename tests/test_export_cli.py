@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,12 +13,8 @@ from cotune import export as ex
 from cotune.cli import app
 from cotune.generate import generate
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("COTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+# the GGUF loader caches converted weights: in the session's temp folder, not ~/.cache
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 def run(*args: str):
@@ -91,27 +86,14 @@ def test_cli_missing_model(tmp_path) -> None:
     assert r.exit_code == 2 and "nope" in r.output and "Traceback" not in r.output
 
 
-def test_cli_exports_a_trained_run(tmp_path) -> None:
+def test_cli_exports_a_trained_run(tmp_path, cfg, records) -> None:
     """A real tiny SFT run: the export equals ``load_run(merged=True)`` (the trainer's own,
     independent merge) weight for weight, and generates the same text."""
-    from cotune.config import load_config
     from cotune.train.load import load_run
     from cotune.train.sft import train
 
-    records = [
-        {
-            "id": f"t{i}",
-            "task": "add",
-            "question": f"What is {3 + i} + {7 + 2 * i}?",
-            "reasoning": f"{3 + i} + {7 + 2 * i} = {10 + 3 * i}.",
-            "answer": str(10 + 3 * i),
-            "source": "test",
-            "difficulty": 1,
-        }
-        for i in range(16)
-    ]
-    cfg = load_config(CONFIG, ["train.steps=6", "train.checkpoint_every=6"])
-    train(cfg, tmp_path / "run", train_records=records, val_fn=lambda m, r: {}, progress=False)
+    c = cfg("train.steps=6", "train.checkpoint_every=6")
+    train(c, tmp_path / "run", train_records=records(16), val_fn=lambda m, r: {}, progress=False)
     out = tmp_path / "hf"
     r = run("--model", str(tmp_path / "run"), "--which", "last", "--out", str(out))
     assert r.exit_code == 0, r.output

@@ -14,10 +14,8 @@ import cotune.model as cm
 from cotune import export as ex
 from cotune.generate import encode_prompts, generate_detailed
 
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("COTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+# the GGUF loader caches converted weights: in the session's temp folder, not ~/.cache
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 @pytest.fixture(scope="module")

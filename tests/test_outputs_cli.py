@@ -53,9 +53,8 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("COTUNE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+# the GGUF loader caches converted weights: in the session's temp folder, not ~/.cache
+pytestmark = pytest.mark.usefixtures("model_cache")
 
 
 @pytest.fixture
