@@ -313,11 +313,11 @@ def _write_run_json(
     """What :func:`cotune.train.load.load_run` rebuilds the base model from, and the plan."""
     meta = {
         k: v
-        for k, v in (getattr(model, "meta", {}) or {}).items()
+        for k, v in model.meta.items()
         if isinstance(v, str | int | float | bool) or v is None
     }
     info = {
-        "model": {"name": getattr(model, "name", None), "meta": meta},
+        "model": {"name": model.name, "meta": meta},
         "plan": fingerprint(plan.steps),
         "steps": len(plan),
         "trainable_params": state.n_trainable,
