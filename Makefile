@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup llama demo test test-all bench lint clean
+.PHONY: setup llama demo test test-all bench gsm8k lint clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ test-all: setup llama
 
 bench: setup llama
 	$(BIN)/python -m bench.run
+
+# GSM8K end to end on the 270M (hours on a CPU; docs/gsm8k.md): base 0-shot and 8-shot, LoRA SFT,
+# GRPO, each on the full test set. Resumable: run it again to continue; STAGES=sft to pick.
+STAGES ?= base_0shot,base_8shot,sft,grpo
+gsm8k: setup
+	$(BIN)/python -m bench.gsm8k --stages $(STAGES)
 
 # lint-imports: the one-way import contracts in pyproject.toml ([tool.importlinter]).
 lint: setup
