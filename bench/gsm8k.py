@@ -121,6 +121,10 @@ WEI_8_SHOT: list[tuple[str, str, str]] = [
 ]
 
 Runner = Callable[[list[str]], int]
+_NO_CALCULATOR = (
+    "cotune eval has no --calculator option yet (the generation-side calculator is not "
+    "built); cotune.calculator.value_to_insert is the value it will insert"
+)
 
 
 class DriverError(RuntimeError):
@@ -292,6 +296,9 @@ class Driver:
     ) -> None:
         from cotune.config import load_config
 
+        # commands name paths as typed from the current folder (the repository root under
+        # make), so the recorded commands run as shown
+        config = _from_cwd(config)
         self.config, self.out, self.results_path, self.doc = config, out, results, doc
         self.limit, self.runner, self.log, self.gsm8k_dir = limit, runner, log, gsm8k_dir
         self.data_dir = out / "data"
@@ -377,8 +384,7 @@ class Driver:
             if kind == "calculator" and not self.calculator:
                 entry[kind] = {
                     "status": "not_run",
-                    "reason": "cotune eval has no --calculator option yet (generation-side "
-                    "calculator not built); cotune.calculator.value_to_insert is ready for it",
+                    "reason": _NO_CALCULATOR,
                     "strict_accuracy": None,
                     "n": None,
                     "ci95": None,
@@ -423,37 +429,74 @@ class Driver:
         }
         self._save()
 
+    def _plan(self, name: str) -> tuple[list[str] | None, Path | None, str, list[str]]:
+        """(training command or None, its run folder, model to evaluate, eval flags)."""
+        sets = [a for o in self.overrides for a in ("--set", o)]
+        sft, rl = self.out / "sft", self.out / "grpo"
+        if name == "base_0shot":
+            return None, None, self.cfg.model.name, []
+        if name == "base_8shot":
+            shots = ["--few-shot", "8", "--few-shot-data", str(self.data_dir / "shots.jsonl")]
+            return None, None, self.cfg.model.name, shots
+        if name == "sft":
+            return (
+                ["train", "--config", str(self.config), "--out", str(sft), *sets],
+                sft,
+                str(sft),
+                [],
+            )
+        if name == "grpo":
+            args = ["rl", "--config", str(self.config), "--init", str(sft), "--out", str(rl)]
+            return [*args, *sets], rl, str(rl), []
+        raise DriverError(f"unknown stage {name!r}; expected some of {', '.join(STAGES)}")
+
     def stage(self, name: str) -> None:
         started = time.perf_counter()
         entry = self.results["stages"].setdefault(name, {})
-        model = self.cfg.model.name
-        if name == "base_0shot":
-            self._evaluate(name, model, [])
-        elif name == "base_8shot":
-            shots = ["--few-shot", "8", "--few-shot-data", str(self.data_dir / "shots.jsonl")]
-            self._evaluate(name, model, shots)
-        elif name == "sft":
-            run = self.out / "sft"
-            args = ["train", "--config", str(self.config), "--out", str(run)]
-            args += [a for o in self.overrides for a in ("--set", o)]
-            self._train(name, args, run)
-            self._evaluate(name, str(run), [])
-        elif name == "grpo":
-            sft, run = self.out / "sft", self.out / "grpo"
-            if not (sft / "config.yaml").is_file():
-                raise DriverError(f"grpo starts from the SFT run {sft}: run --stages sft first")
-            args = ["rl", "--config", str(self.config), "--init", str(sft), "--out", str(run)]
-            args += [a for o in self.overrides for a in ("--set", o)]
-            self._train(name, args, run)
+        train_args, run, model, extra = self._plan(name)
+        if name == "grpo" and not (self.out / "sft" / "config.yaml").is_file():
+            raise DriverError(
+                f"grpo starts from the SFT run {self.out / 'sft'}: run --stages sft first"
+            )
+        if train_args is not None and run is not None:
+            self._train(name, train_args, run)
+        if name == "grpo" and run is not None:
             entry["heldout_accuracy_during_rl"] = _heldout_curve(run)
-            self._evaluate(name, str(run), [])
-        else:
-            raise DriverError(f"unknown stage {name!r}; expected some of {', '.join(STAGES)}")
+        self._evaluate(name, model, extra)
         parts = [entry.get(k) or {} for k in ("train", "model_alone", "calculator")]
         entry["wall_seconds"] = sum(p.get("seconds") or 0 for p in parts)
         entry["commands"] = [p["command"] for p in parts if p.get("command")]
         self._save()
         self.log(f"{name}: done in {time.perf_counter() - started:.0f} s")
+
+    def plan(self, stages: Sequence[str]) -> dict[str, Any]:
+        """Record every stage not yet done as not run, with the commands it will run."""
+        for name in stages:
+            entry = self.results["stages"].setdefault(name, {})
+            train_args, _, model, extra = self._plan(name)
+            if train_args is not None and (entry.get("train") or {}).get("status") != "done":
+                entry["train"] = {"status": "not_run", "command": show(train_args)}
+            for kind, flags in (("model_alone", []), ("calculator", ["--calculator"])):
+                if (entry.get(kind) or {}).get("status") == "done":
+                    continue
+                args = self._eval_args(model, name if kind == "model_alone" else f"{name}_calculator", [*extra, *flags])  # fmt: skip
+                entry[kind] = {
+                    "status": "not_run",
+                    "reason": "not yet measured"
+                    if kind == "model_alone" or self.calculator
+                    else _NO_CALCULATOR,
+                    "strict_accuracy": None,
+                    "n": None,
+                    "ci95": None,
+                    "command": show(args),
+                }
+            entry["commands"] = [
+                (entry.get(k) or {})["command"]
+                for k in ("train", "model_alone", "calculator")
+                if (entry.get(k) or {}).get("command")
+            ]
+        self._save()
+        return self.results
 
     def run(self, stages: Sequence[str]) -> dict[str, Any]:
         self.results["data"] = prepare_data(self.data_dir, self.gsm8k_dir)
@@ -461,6 +504,12 @@ class Driver:
         for name in stages:
             self.stage(name)
         return self.results
+
+
+def _from_cwd(p: Path) -> Path:
+    """``p`` relative to the current folder when it is inside it."""
+    rel = os.path.relpath(Path(p).resolve())
+    return Path(rel) if not rel.startswith("..") else Path(p)
 
 
 def _rel(p: Path) -> str:
@@ -505,10 +554,11 @@ def table(results: dict[str, Any]) -> str:
         for kind, mode in (("model_alone", "model alone"), ("calculator", "with calculator")):
             e = entry.get(kind) or {}
             if e.get("status") != "done":
-                why = "not run: no generation-side calculator yet" if kind == "calculator" else (
-                    "not yet measured"
-                )  # fmt: skip
-                lines.append(f"| {labels[name]} | {mode} | {why} | | | | |")
+                why = "not yet measured"
+                if kind == "calculator" and e.get("reason", "").startswith("cotune eval has no"):
+                    why = "not run: no generation-side calculator yet"
+                cmd = f"`{e['command']}`" if e.get("command") else ""
+                lines.append(f"| {labels[name]} | {mode} | {why} | | | | {cmd} |")
                 continue
             train = (entry.get("train") or {}).get("seconds") or 0
             wall = (e.get("seconds") or 0) + (train if kind == "model_alone" else 0)
@@ -563,6 +613,11 @@ def main(argv: Sequence[str] | None = None, runner: Runner = cotune_process) -> 
     ap.add_argument("--doc", type=Path, default=None, help=f"default: {_rel(DEFAULT_DOC)}")
     ap.add_argument("--no-doc", action="store_true", help="do not rewrite the docs table")
     ap.add_argument("--gsm8k", type=Path, default=GSM8K_DIR, help="folder with GSM8K jsonl")
+    ap.add_argument(
+        "--plan",
+        action="store_true",
+        help="run nothing: record the stages not yet done as not run, with their commands",
+    )
     a = ap.parse_args(argv)
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
@@ -584,7 +639,10 @@ def main(argv: Sequence[str] | None = None, runner: Runner = cotune_process) -> 
             runner=runner,
             gsm8k_dir=a.gsm8k,
         )
-        driver.run(stages)
+        if a.plan:
+            driver.plan(stages)
+        else:
+            driver.run(stages)
     except DriverError as e:
         print(f"bench.gsm8k: {e}", file=sys.stderr)
         return 1
