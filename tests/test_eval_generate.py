@@ -53,7 +53,7 @@ def fake_generate(monkeypatch):
                 outs.append(f"<reasoning>{q[8:-1]} = {a}</reasoning>\n<answer>{a}</answer>")
         return outs
 
-    monkeypatch.setattr("cotune.eval.run.generate", generate)
+    monkeypatch.setattr("cotune.generate.generate", generate)
     return calls
 
 

@@ -29,7 +29,6 @@ from cotune.format import (
     prompt_text,
     stop_strings,
 )
-from cotune.generate import generate
 from cotune.progress import progress_bar
 
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -164,6 +163,9 @@ def _generate_all(
     Prompts go to the generator as token ids built here, so the prompt scored is exactly the
     one recorded in the report; as ids carry no schema, the schema's stop strings go with them.
     """
+    # imported here: scoring given predictions (the CLI's --predictions) never needs JAX
+    from cotune.generate import generate
+
     tok = model.tokenizer
     prompts = [
         prompt_ids(tok, r.question, template=template, schema=schema, shots=shots) for r in records
