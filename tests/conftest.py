@@ -1,4 +1,6 @@
-"""Hypothesis profiles: the same code always gets the same verdict under ``make test``.
+"""Hypothesis profiles, and the fixtures the train, rl, eval and export tests share.
+
+Hypothesis profiles: the same code always gets the same verdict under ``make test``.
 
 * ``ci`` (default, ``make test``): derandomized, so every run tries the same examples (the
   counts each test sets); no example database, so a failure found on one machine is not
@@ -75,12 +77,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 # --------------------------------------------------------------------------- shared fixtures
-# Tiny configs, records and reference loops used across the train, rl, eval and export
-# tests. Each is a plain function (a subprocess child can import it) behind a fixture.
+# Tiny configs, records, LoRA weights, a reference decoder, the weights cache and a loss
+# poisoner. Each helper is a plain function behind a fixture, so a test's subprocess child
+# (tests/test_reliability_kill.py, tests/test_train_mesh.py) can import it too.
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "configs" / "tiny.yaml"
-RL_TINY = ROOT / "configs" / "rl-tiny.yaml"
 
 
 def sum_records(n: int = 48) -> list[dict]:
