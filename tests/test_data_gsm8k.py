@@ -158,7 +158,7 @@ def test_full_gsm8k_conversion_counts() -> None:
     kept, report = data.clean(recs, check_claims=True, exclude=test, max_reasoning_tokens=None)
     assert len(recs) == 7473
     assert notes["note_carried"] + notes["note_restated"] + notes["note_inserted"] >= 23_000
-    assert notes["note_unplaced"] <= 5
+    assert notes["note_unplaced"] <= 15
     assert report.reasons["false_claim"] + report.reasons["unreadable_claim"] <= 60
     assert len(kept) >= 7_380, str(report)
     # every kept record's claims all hold

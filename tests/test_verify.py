@@ -130,3 +130,9 @@ def test_evaluate_reads_only_arithmetic() -> None:
     assert evaluate("25 / 1/3") == 75 and evaluate("25/1/3") == Fraction(25, 3)
     # characters that are not arithmetic make it no expression, never skipped over
     assert evaluate("2 & 3") is None and evaluate("50%") is None and evaluate("3.") is None
+
+
+def test_attached_variable_ends_no_claim() -> None:
+    # "5A/5": the value is 5A, not 5 (GSM8K train: "100/5 = 5A/5 or 20 = A")
+    assert [c.text for c in find_claims("100/5 = 5A/5 or 20 = A")] == []
+    assert [c.text for c in find_claims("192 / 1.2 = 1.2Y / 1.2")] == []

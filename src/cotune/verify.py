@@ -51,12 +51,12 @@ _WORD_BEFORE = re.compile(r"[\w)][ \t]+\Z")
 _MINUS_START = re.compile(r"-\s")
 # Text just after a chain showing that its last expression goes on: the rest of a mixed
 # number ("= 1 and 1/3", "= 5 2/3", "= $3 and $1/3"), space-grouped thousands ("= 18 000"),
-# a term with a variable ("= 8x-14", "= 16 + x", "= 3/x", "= (5/4)x", "= 2M" at the end of
-# a line) or an attached "(" ("= 8(20)").
+# a term with a variable ("= 8x-14", "= 16 + x", "= 3/x", "= 5A/5", "= (5/4)x", "= 2M" at
+# the end of a line) or an attached "(" ("= 8(20)").
 # A unit is not a variable: "= $65/wand", "= 5 km/h", "= 900g of flour" keep their claim.
 _CUT_AFTER = re.compile(
     rf"[ \t]*(?:and[ \t]+)?\(?[{_CUR}]?\d+[ \t]*/[ \t]*\d|[ \t]+\d{{3}}(?![\d.,/])"
-    r"|[A-Za-z]+[ \t]*[-+*^(]|[ \t]*[-+*×÷^][ \t]*[A-Za-z(]"
+    r"|[A-Za-z]+[ \t]*[-+*^(]|[A-Za-z](?![A-Za-z])[ \t]*[/=]|[ \t]*[-+*×÷^][ \t]*[A-Za-z(]"
     r"|[ \t]*/[ \t]*[A-Za-z](?![A-Za-z])|\(|(?<=\))[A-Za-z]|[A-Za-z][ \t]*(?:=|\n|\Z)"
 )
 _ALLOWED = re.compile(r"[\d.\s+\-*/()]*")

@@ -15,8 +15,9 @@ exactly which arithmetic the step did, so each becomes a claim in the text:
   inserted, ``she earns 12 * 5 = $60``;
 * **no_operation**: a note that holds no operation (``<<15=15>>``) or nothing cotune can
   evaluate is removed;
-* **unplaced**: a note no form above turns into a true claim without making another claim
-  false is removed (the text's own claims are still checked).
+* **unplaced**: the text states its own, different claim where the note sits (a GSM8K typo,
+  ``50-8 = <<52-8=44>>44``), or no form above turns the note into a true claim without making
+  another claim false: the note is removed and the text's claims are judged as they are.
 
 :func:`check_claims` then looks at every claim in the converted reasoning. A false claim is
 repaired only when one reading is unambiguous: a run-on chain ``15 x 4 = 60 + 5 = 65``
@@ -98,6 +99,10 @@ def _place(
     adding a claim that does not hold."""
     if _holds_at(claims, end, value):
         return text, "carried"
+    if any(c.span[1] == end for c in claims):
+        # the text states its own claim here and it is not the note's ("50-8 = <<52-8=44>>44",
+        # a typo in GSM8K): restating would only hide it; it stays, for cleaning to judge
+        return None
     cur = _CUR_BEFORE.search(text, 0, k)
     where = cur.start() if cur else k
     pad = "" if where == 0 or text[where - 1] in " \t(" else " "
