@@ -454,9 +454,11 @@ class Driver:
         started = time.perf_counter()
         entry = self.results["stages"].setdefault(name, {})
         train_args, run, model, extra = self._plan(name)
-        if name == "grpo" and not (self.out / "sft" / "config.yaml").is_file():
+        sft_train = (self.results["stages"].get("sft") or {}).get("train") or {}
+        if name == "grpo" and sft_train.get("status") != "done":
             raise DriverError(
-                f"grpo starts from the SFT run {self.out / 'sft'}: run --stages sft first"
+                f"grpo starts from the finished SFT run {self.out / 'sft'}: run --stages sft "
+                "first (or together: --stages sft,grpo)"
             )
         if train_args is not None and run is not None:
             self._train(name, train_args, run)

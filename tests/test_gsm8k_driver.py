@@ -234,3 +234,18 @@ def test_plan_records_commands_never_numbers(tmp_path: Path) -> None:
             e = entry[kind]
             assert (e["status"] == "done") == (e["strict_accuracy"] is not None)
             assert e["status"] != "done" or e["n"] == 1319  # published numbers: full test set
+
+
+def test_grpo_needs_a_finished_sft_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "--stages",
+        "grpo",
+        "--limit",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+        "--gsm8k",
+        str(SAMPLE),
+    ]
+    assert gsm8k.main(argv, runner=lambda a: pytest.fail(f"ran {a}")) == 1
+    assert "run --stages sft first" in capsys.readouterr().err
