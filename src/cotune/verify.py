@@ -4,6 +4,12 @@ A claim is an expression written with digits followed by ``=`` and a number, e.g
 ``40 + 8 = 48`` or ``(12 - 2) * 3 = 30``. The same checker judges generated training data
 (every claim must hold), evaluation (step validity) and RL rewards, so a step the data
 generator would reject is also a step the evaluator counts as wrong.
+
+Numbers and operators are read as word problems write them (GSM8K's solutions among them):
+``$12``, ``€27``, ``1,250``, ``.5``, ``5 x 6``, ``0.5 X 64``, ``4(17)``, ``25 / 1/3``. A claim
+whose expression visibly starts or goes on outside the numbers (``60 minutes x 3/4 = 45``,
+``17/3 = 5 and 2/3``) is not judged at all: reading only its numeric part would call a true
+step false.
 """
 
 from __future__ import annotations
