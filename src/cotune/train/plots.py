@@ -34,7 +34,7 @@ RL_PLOT = Plot(
 def plot_run(run_dir: str | Path, plot: Plot) -> Path | None:
     """Draw ``plot.left`` (and ``plot.right`` when measured) per step into its PNG.
 
-    A resumed run's metrics may hold a step twice; the last value per step wins. Returns
+    Values are keyed by step (should a step be logged twice, the last line wins). Returns
     None when nothing to draw was logged.
     """
     import matplotlib

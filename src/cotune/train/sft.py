@@ -119,13 +119,7 @@ def train(
         _write_run_json(out, model, plan, state, planned.stats)
         session = _Session(cfg, out, model, state, plan, planned.examples, ckpts, pos)
         validate = val_fn or (lambda m, recs: answer_accuracy(m, recs, cfg))
-        use_val = val_fn is not None or bool(cfg.data.val_size_for_accuracy)
-        session.run(
-            val_records[: cfg.data.val_size_for_accuracy] if use_val else [],
-            validate,
-            stop_after,
-            progress,
-        )
+        session.run(val_records[: cfg.data.val_size_for_accuracy], validate, stop_after, progress)
     finally:
         ckpts.close()
     plot_run(out, SFT_PLOT)
@@ -312,9 +306,7 @@ def _write_run_json(
 ) -> None:
     """What :func:`cotune.train.load.load_run` rebuilds the base model from, and the plan."""
     meta = {
-        k: v
-        for k, v in model.meta.items()
-        if isinstance(v, str | int | float | bool) or v is None
+        k: v for k, v in model.meta.items() if isinstance(v, str | int | float | bool) or v is None
     }
     info = {
         "model": {"name": model.name, "meta": meta},
