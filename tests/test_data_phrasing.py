@@ -9,7 +9,7 @@ from collections import defaultdict
 import pytest
 
 from cotune import data
-from cotune.data import phrasing, tasks_arith, tasks_words
+from cotune.data import phrasing, tasks_arith, tasks_percent, tasks_words
 from cotune.data.generators import GROUPS, TASKS, verify_problem
 from cotune.data.phrasing import HeldOut, phrase, spell, template_split
 
@@ -44,6 +44,7 @@ def chosen() -> dict[str, dict[str, list[tuple[tuple[str, ...], str]]]]:
     mp = pytest.MonkeyPatch()
     mp.setattr(tasks_arith, "phrase", spy)
     mp.setattr(tasks_words, "phrase", spy)
+    mp.setattr(tasks_percent, "phrase", spy)
     try:
         for split in SPLITS:
             with template_split(split):

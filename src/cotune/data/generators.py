@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import count, islice
 
 from cotune.data import tasks_arith as ta
+from cotune.data import tasks_percent as tp
 from cotune.data import tasks_words as tw
 from cotune.data.clean import answer_consistent, question_key
 from cotune.data.phrasing import check_split, template_split
@@ -36,10 +37,10 @@ TASKS: dict[str, TaskFn] = {
     "div_remainder": ta.div_remainder,
     "expr": ta.expr,
     "linear_eq": ta.linear_eq,
-    "percent": tw.percent,
-    "discount": tw.discount,
-    "markup": tw.markup,
-    "reverse_price": tw.reverse_price,
+    "percent": tp.percent,
+    "discount": tp.discount,
+    "markup": tp.markup,
+    "reverse_price": tp.reverse_price,
     "unit_rate": tw.unit_rate,
     "ratio": tw.ratio,
     "speed": tw.speed,
