@@ -173,7 +173,7 @@ def test_bad_sources(tmp_path: Path) -> None:
         data.import_file("gsm8k", tmp_path / "junk.arrow")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DataError, match=r"empty: no data files; expected .parquet files or a folder written by datasets' save_to_disk"):  # fmt: skip
+    with pytest.raises(DataError, match=r"empty: is a directory, expected a file \(or a folder of .parquet files, or a folder written by datasets' save_to_disk"):  # fmt: skip
         data.import_file("gsm8k", empty)
     folder = save_to_disk(tmp_path / "ds", gsm8k_rows(2))
     (folder / "data-00000-of-00001.arrow").unlink()

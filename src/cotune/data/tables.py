@@ -117,12 +117,15 @@ def resolve(path: str | Path, split: str | None = None) -> list[Path]:
         parquet = [f for f in parquet if f.name.startswith((f"{split}-", f"{split}."))]
     if parquet:
         return parquet
-    what = f"no {split}-*.parquet files" if split is not None else "no data files"
+    saved = (
+        "a folder written by datasets' save_to_disk (dataset_info.json, state.json, "
+        "data-XXXXX-of-XXXXX.arrow, or dataset_dict.json with one folder per split)"
+    )
+    if split is not None:
+        raise TableError(f"no {split}-*.parquet files; expected .parquet files or {saved}", p)
+    # the wording every reader uses for a folder given where a file was meant
     raise TableError(
-        f"{what}; expected .parquet files or a folder written by datasets' save_to_disk "
-        "(dataset_info.json, state.json, data-XXXXX-of-XXXXX.arrow, or dataset_dict.json "
-        "with one folder per split)",
-        p,
+        f"is a directory, expected a file (or a folder of .parquet files, or {saved})", p
     )
 
 
