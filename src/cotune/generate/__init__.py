@@ -25,7 +25,8 @@ in ``pyproject.toml`` check it):
 
 =================  ==========================================================================
 ``api``            :func:`generate`, :func:`generate_detailed`, :func:`encode_prompts`
-``host``           one batch on the host: buckets, the chunked loop, stop strings, streaming
+``host``           one batch on the host: buckets, the chunked loop, stop strings, streaming,
+                   the calculator's forced tokens
 ``caches``         compiled functions and prepared weights kept between calls
 ``gemma3``         cotune's Gemma 3 decoder (Tunix's math on weights prepared once)
 ``tunix_layers``   the decoder over Tunix's own layers, for the models ``gemma3`` does not cover

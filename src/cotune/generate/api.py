@@ -3,7 +3,8 @@
 Validates the options, turns text prompts into ids through :mod:`cotune.format` (one BOS),
 folds any LoRA into the weights (:func:`cotune.lora.without_lora`), picks the decode
 precision, sorts prompts by length so similar lengths share a batch, and hands each batch
-to the host loop (:func:`cotune.generate.host.generate_batch`).
+to the host loop (:func:`cotune.generate.host.generate_batch`), with the calculator when
+asked (:func:`cotune.generate.host.calculator_text`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Literal
 
 from cotune import format as fmt
 from cotune.generate import gemma3
-from cotune.generate.host import Generation, generate_batch
+from cotune.generate.host import Generation, calculator_text, generate_batch
 from cotune.lora import without_lora
 
 
@@ -54,6 +55,7 @@ def generate_detailed(
     raw: bool = False,
     chunk: int | None = None,
     compute_dtype: Literal["float32", "bfloat16"] | None = None,
+    calculator: bool = False,
 ) -> list[Generation]:
     """Like :func:`generate` but returns :class:`Generation` records (ids, finish reason).
 
@@ -62,6 +64,14 @@ def generate_detailed(
     projection in bfloat16 (float32 accumulation), several times faster. ``None`` (the
     default) is ``"bfloat16"`` on Tunix Gemma 3 models and ``"float32"`` on others, whose
     Tunix layers it would only speed up in the output projection.
+
+    ``calculator=True``: whenever a completion, inside its reasoning, ends with the left
+    side of a claim and ``=`` (``48 / 2 =``), the exact value (`` 24``) is fed to the model
+    in place of its own next tokens, and decoding goes on from there
+    (:func:`cotune.calculator.value_to_insert`, :func:`cotune.generate.host.calculator_text`).
+    Nothing outside such a claim changes. Decoding then runs one step per compiled call (the
+    host must see every step; ``chunk`` is ignored). Off by default, and off means decoding
+    exactly as without the option: same tokens, same chunks, no extra host work.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -106,6 +116,7 @@ def generate_detailed(
                 greedy,
                 chunk,
                 compute_dtype,
+                calculator_text if calculator else None,
             ),
             strict=True,
         ):
@@ -118,6 +129,7 @@ def generate(model, prompts, **kwargs) -> list[str]:
 
     Text prompts are wrapped with the reasoning prompt (``template``/``schema``) and stop
     after ``</answer>`` (``cotune.format.stop_strings``) or an end token; ``raw=True``
-    sends the text as-is (one BOS, no stop strings unless given).
+    sends the text as-is (one BOS, no stop strings unless given); ``calculator=True`` fills
+    in the values of the claims the model starts in its reasoning.
     """
     return [g.text for g in generate_detailed(model, prompts, **kwargs)]

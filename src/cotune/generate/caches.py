@@ -121,7 +121,7 @@ def compiled(module, compute_dtype: str) -> tuple:
                 ),
                 jax.jit(
                     partial(_counted("decode", gemma3.decode), *key),
-                    static_argnames=STATIC,
+                    static_argnames=(*STATIC, "steps"),
                     donate_argnames=("carry",),
                 ),
             )
@@ -140,7 +140,7 @@ def compiled(module, compute_dtype: str) -> tuple:
             ),
             jax.jit(
                 partial(_counted("decode", tunix_layers.decode), graphdef),
-                static_argnames=STATIC,
+                static_argnames=(*STATIC, "steps"),
                 donate_argnames=("carry",),
             ),
         )

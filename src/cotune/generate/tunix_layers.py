@@ -139,8 +139,15 @@ def decode(
     greedy,
     top_k,
     use_top_p,
+    steps: int | None = None,
 ):
-    """Decode steps until ``step == until`` or every row is done (``until`` is traced)."""
+    """Decode steps until ``step == until`` or every row is done (``until`` is traced).
+
+    ``steps`` (static) is the Gemma 3 decoder's bound on a call's steps
+    (:func:`cotune.generate.gemma3.decode`); this loop computes each step's positions
+    inside it, with nothing made per call to bound, so it only caps the loop as there."""
+    if steps is not None:
+        until = jnp.minimum(until, carry["step"] + steps)
     state, emb_lp = params
     module = nnx.merge(graphdef, state)
     kw = dict(greedy=greedy, top_k=top_k, use_top_p=use_top_p)
