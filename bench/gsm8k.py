@@ -15,9 +15,10 @@ Stages (docs/gsm8k.md), each evaluated on the full GSM8K test set (1,319 questio
 * ``grpo``: ``cotune rl`` from the SFT run on GSM8K train questions, held-out accuracy (the
   same validation split) tracked during the run.
 
-Each stage has a ``model_alone`` entry and a ``calculator`` entry (generation with
-``cotune.calculator`` filling in claimed values): the calculator entry runs only when
-``cotune eval`` offers a ``--calculator`` option, and is recorded as not run otherwise.
+Each stage has a ``model_alone`` entry and a ``calculator`` entry (the same evaluation with
+``cotune eval --calculator``: generation with ``cotune.calculator`` filling in the values of
+the claims the model starts). They are separate measurements, recorded and shown as
+separate rows, never mixed.
 
 Everything runs through the ``cotune`` command line, each command in its own process (so a
 multi-hour run never accumulates memory, and every number comes with the exact command that
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import inspect
 import json
 import os
 import platform
@@ -121,10 +121,6 @@ WEI_8_SHOT: list[tuple[str, str, str]] = [
 ]
 
 Runner = Callable[[list[str]], int]
-_NO_CALCULATOR = (
-    "cotune eval has no --calculator option yet (the generation-side calculator is not "
-    "built); cotune.calculator.value_to_insert is the value it will insert"
-)
 
 
 class DriverError(RuntimeError):
@@ -139,13 +135,6 @@ def cotune_process(args: list[str]) -> int:
 def show(args: Sequence[str]) -> str:
     """A command as a user types it."""
     return shlex.join(["cotune", *map(str, args)])
-
-
-def calculator_supported() -> bool:
-    """Whether ``cotune eval`` offers ``--calculator`` (generation with cotune.calculator)."""
-    from cotune.commands import eval as eval_command
-
-    return "calculator" in inspect.signature(eval_command.eval_cmd).parameters
 
 
 def _sha(*parts: Any) -> str:
@@ -234,7 +223,9 @@ def _metrics(report_dir: Path) -> dict[str, Any]:
 
     path = report_dir / "report.json"
     try:
-        m = json.loads(path.read_text(encoding="utf-8"))["metrics"]
+        report = json.loads(path.read_text(encoding="utf-8"))
+        m = report["metrics"]
+        calculator = report["meta"].get("calculator") or "off"  # no key: made without it
         acc = m["accuracy_strict_ci95"]
         fmt = m["format_strict_ci95"]
         steps = m["steps"]["step_validity_ci95"]
@@ -258,6 +249,7 @@ def _metrics(report_dir: Path) -> dict[str, Any]:
         "step_validity": validity,
         "step_validity_ci95": steps_ci,
         "claims": int(steps["n"]),
+        "calculator": calculator,
         "report": str(report_dir / "report.md"),
     }
 
@@ -311,7 +303,6 @@ class Driver:
         ]
         self.cfg = load_config(config, self.overrides)
         self.config_sha = _sha(config.read_text(encoding="utf-8"), self.overrides)
-        self.calculator = calculator_supported()
         self.results = self._load()
 
     # ----------------------------------------------------------------- bookkeeping
@@ -381,17 +372,6 @@ class Driver:
             old = entry.get(kind) or {}
             if old.get("fingerprint") == key and old.get("status") == "done":
                 continue
-            if kind == "calculator" and not self.calculator:
-                entry[kind] = {
-                    "status": "not_run",
-                    "reason": _NO_CALCULATOR,
-                    "strict_accuracy": None,
-                    "n": None,
-                    "ci95": None,
-                    "command": show(args),
-                }
-                self._save()
-                continue
             report_dir = self.out / "eval" / name
             # written once the report is complete: which command made it, in how long
             marker = report_dir.with_name(f"{name}.fingerprint.json")
@@ -401,9 +381,16 @@ class Driver:
                 seconds = self._run([*args, *force], f"{stage} evaluation ({kind})")
                 done = {"fingerprint": key, "seconds": seconds}
                 _write_json(marker, done)
+            metrics = _metrics(report_dir)
+            want = "on" if kind == "calculator" else "off"
+            if metrics["calculator"] != want:  # never a number of one mode in the other's row
+                raise DriverError(
+                    f"{report_dir}: its report says calculator {metrics['calculator']}, but the "
+                    f"{kind} entry needs calculator {want}; remove the folder and run again"
+                )
             entry[kind] = {
                 "status": "done",
-                **_metrics(report_dir),
+                **metrics,
                 "command": show(args),
                 "seconds": done["seconds"],
                 "fingerprint": key,
@@ -484,9 +471,7 @@ class Driver:
                 args = self._eval_args(model, name if kind == "model_alone" else f"{name}_calculator", [*extra, *flags])  # fmt: skip
                 entry[kind] = {
                     "status": "not_run",
-                    "reason": "not yet measured"
-                    if kind == "model_alone" or self.calculator
-                    else _NO_CALCULATOR,
+                    "reason": "not yet measured",
                     "strict_accuracy": None,
                     "n": None,
                     "ci95": None,
@@ -556,11 +541,8 @@ def table(results: dict[str, Any]) -> str:
         for kind, mode in (("model_alone", "model alone"), ("calculator", "with calculator")):
             e = entry.get(kind) or {}
             if e.get("status") != "done":
-                why = "not yet measured"
-                if kind == "calculator" and e.get("reason", "").startswith("cotune eval has no"):
-                    why = "not run: no generation-side calculator yet"
                 cmd = f"`{e['command']}`" if e.get("command") else ""
-                lines.append(f"| {labels[name]} | {mode} | {why} | | | | {cmd} |")
+                lines.append(f"| {labels[name]} | {mode} | not yet measured | | | | {cmd} |")
                 continue
             train = (entry.get("train") or {}).get("seconds") or 0
             wall = (e.get("seconds") or 0) + (train if kind == "model_alone" else 0)

@@ -117,6 +117,26 @@ def test_compare_mode(tmp_path, files):
     assert res.exit_code == 0 and "format (strict)" in res.output
 
 
+def test_compare_warns_when_one_side_had_the_calculator(tmp_path, files):
+    from cotune.eval.compare import compare_reports
+
+    data, before, _ = files
+    assert run("--predictions", before, "--data", data, "--out", tmp_path / "A").exit_code == 0
+    a = json.loads((tmp_path / "A" / "report.json").read_text())
+    assert a["meta"].get("calculator") is None  # scored as given: unknown, not "off"
+    alone = json.loads(json.dumps(a))
+    alone["meta"].update(mode="generate", calculator="off")
+    calc = json.loads(json.dumps(a))
+    calc["meta"].update(mode="generate", calculator="on")
+    unsaid = json.loads(json.dumps(a))
+    unsaid["meta"].update(mode="generate")  # a generated report without the key: off
+    assert not any("calculator" in w for w in compare_reports(alone, unsaid).warnings)
+    assert any(
+        w.startswith("calculator differs: 'off' vs 'on'")
+        for w in compare_reports(unsaid, calc).warnings
+    )
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
@@ -128,6 +148,11 @@ def test_compare_mode(tmp_path, files):
         ),
         (["--predictions", "P", "--out", "O"], "needs --data FILE and --out DIR"),
         (["--compare", "A", "B", "--data", "D"], "drop --data"),
+        (["--compare", "A", "B", "--calculator"], "drop --calculator"),
+        (
+            ["--predictions", "P", "--data", "D", "--out", "O", "--calculator"],
+            "--calculator only apply when generating",
+        ),
         (
             ["--model", "tiny", "--data", "D", "--out", "O", "--samples", "3"],
             "needs --temperature > 0",

@@ -37,10 +37,10 @@ def fake_generate(monkeypatch):
     calls: list[dict] = []
 
     def generate(model, prompts, *, max_new_tokens, temperature, top_k, top_p, seed,
-                 stop_strings):  # fmt: skip
+                 stop_strings, calculator):  # fmt: skip
         texts = [model.tokenizer.decode(ids) for ids in prompts]  # the prompt the model sees
         calls.append({"prompts": texts, "seed": seed, "stop_strings": stop_strings,
-                      "temperature": temperature})  # fmt: skip
+                      "temperature": temperature, "calculator": calculator})  # fmt: skip
         outs = []
         for text in texts:
             q = text.rsplit("Question: ", 1)[1].strip()  # the evaluated question, after shots
@@ -79,6 +79,7 @@ def test_generation_path(fake_generate, tmp_path):
     assert m["reasoning_length"]["unit"] == "tokens"
     assert rep.meta["model"] == "fake" and rep.meta["few_shot"] == 2
     assert rep.meta["samples"] == 2 and rep.meta["temperature"] == 0.7
+    assert rep.meta["calculator"] == "off" and not any(c["calculator"] for c in fake_generate)
 
     with pytest.raises(ValueError, match="temperature > 0"):
         evaluate(FakeModel(), RECORDS, samples=3, temperature=0.0, progress=False)
@@ -147,6 +148,17 @@ def test_cli_model_mode(fake_generate, tmp_path, monkeypatch):
     )
     assert rep["metrics"]["accuracy_strict"] == 0.5 and rep["metrics"]["truncated"] == 1
     assert (tmp_path / "o" / "accuracy_by_task.png").is_file()
+    assert rep["meta"]["calculator"] == "off" and fake_generate[0]["calculator"] is False
+    assert "| calculator | off |" in (tmp_path / "o" / "report.md").read_text()
+
+    # --calculator reaches the generator and the report's header
+    fake_generate.clear()
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny", "--data", str(data), "--out",
+                                   str(tmp_path / "c"), "--calculator", "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert fake_generate and all(c["calculator"] is True for c in fake_generate)
+    assert json.loads((tmp_path / "c" / "report.json").read_text())["meta"]["calculator"] == "on"
+    assert "| calculator | on |" in (tmp_path / "c" / "report.md").read_text()
 
 
 def test_few_shot_on_a_real_tiny_model(tmp_path):
@@ -178,3 +190,37 @@ def test_few_shot_on_a_real_tiny_model(tmp_path):
     assert got["meta"]["few_shot"] == 2
     assert [e["id"] for e in got["meta"]["few_shot_examples"]] == ["builtin-shot-1",
                                                                    "builtin-shot-2"]  # fmt: skip
+
+
+def test_calculator_on_a_real_tiny_model(tmp_path, monkeypatch):
+    """``cotune eval --calculator`` end to end through the real generator and decoder. The
+    random tiny model writes no claim of its own, so one is forced after its first token
+    (in the calculator's place, which then decides as usual): the value reaches the
+    completions, the report's header says calculator on, and the filled step is a true
+    claim for cotune.verify."""
+    from cotune.generate import api, host
+    from cotune.verify import find_claims
+
+    prefix = "<reasoning>48 / 2 ="
+    monkeypatch.setattr(
+        api,
+        "calculator_text",
+        lambda text: prefix if "<reasoning>" not in text else host.calculator_text(text),
+    )
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in RECORDS[:2]))
+    out = tmp_path / "calc"
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny", "--data", str(data), "--out",
+                                   str(out), "--max-new-tokens", "24", "--calculator",
+                                   "--quiet"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["meta"]["calculator"] == "on"
+    assert "| calculator | on |" in (out / "report.md").read_text()
+    preds = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2
+    for p in preds:
+        text = p["completion"]
+        assert prefix + " 24" in text, text
+        claim = find_claims(text[text.index("<reasoning>") :])[0]
+        assert (claim.text, claim.correct) == ("48 / 2 = 24", True)

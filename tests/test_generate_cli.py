@@ -21,6 +21,29 @@ def test_generate_prints_a_completion():
     assert bad.exit_code == 2
 
 
+def test_generate_and_chat_take_the_calculator(monkeypatch):
+    """``--calculator`` reaches the generator: the random tiny model writes no claim of its
+    own, so one is forced after its first token, and the calculator fills in its value."""
+    from cotune.generate import api, host
+
+    prefix = "<reasoning>48 / 2 ="
+    monkeypatch.setattr(
+        api,
+        "calculator_text",
+        lambda text: prefix if "<reasoning>" not in text else host.calculator_text(text),
+    )
+    args = ["generate", "-m", "tiny", "-n", "16", "What is 2 + 3?"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    assert prefix not in plain.output
+    calc = runner.invoke(app, [*args, "--calculator"])
+    assert calc.exit_code == 0, calc.output
+    assert prefix + " 24" in calc.output
+    chat = runner.invoke(app, ["chat", "-m", "tiny", "-n", "16", "--calculator"], input="Hi\n\n")
+    assert chat.exit_code == 0, chat.output
+    assert prefix + " 24" in chat.output
+
+
 def test_generate_names_a_missing_model(tmp_path):
     r = runner.invoke(app, ["generate", "--model", str(tmp_path / "nowhere"), "hi"])
     assert r.exit_code == 2

@@ -111,7 +111,7 @@ TINY = [
 ]
 
 
-def test_driver_end_to_end_on_tiny(tmp_path: Path) -> None:
+def test_driver_end_to_end_on_tiny(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """All four stages through the real commands (in this process, to share one JAX start),
     on the shipped GSM8K sample (40 train, 20 test lines) so the tiny model trains on few
     records: the plumbing, not the numbers."""
@@ -135,11 +135,15 @@ def test_driver_end_to_end_on_tiny(tmp_path: Path) -> None:
         assert alone["status"] == "done" and alone["n"] == 3
         assert 0 <= alone["strict_accuracy"] <= 1 and len(alone["ci95"]) == 2
         assert alone["command"].startswith("cotune eval ") and "--limit 3" in alone["command"]
-        calc = entry["calculator"]
-        if gsm8k.calculator_supported():
-            assert calc["status"] == "done"
-        else:  # never a made-up number
-            assert calc["status"] == "not_run" and calc["strict_accuracy"] is None
+        calc = entry["calculator"]  # the same evaluation with the calculator, its own entry
+        assert calc["status"] == "done" and calc["n"] == 3
+        assert (alone["calculator"], calc["calculator"]) == ("off", "on")
+        same_but_calculator = (
+            alone["command"]
+            .replace(f"/eval/{stage} ", f"/eval/{stage}_calculator ")
+            .replace(" --limit", " --calculator --limit")
+        )
+        assert calc["command"] == same_but_calculator
         assert entry["wall_seconds"] > 0 and entry["commands"]
     assert "--few-shot 8" in res["stages"]["base_8shot"]["model_alone"]["command"]
     assert res["stages"]["sft"]["train"]["command"].startswith("cotune train --config ")
@@ -171,6 +175,22 @@ def test_driver_end_to_end_on_tiny(tmp_path: Path) -> None:
     assert gsm8k.main(argv, runner=runner) == 0
     assert [a[0] for a in ran] == ["eval"] and "--force" in ran[0]
 
+    # a report of the other mode where the calculator's belongs is refused, never recorded
+    report_path = out / "eval" / "sft_calculator" / "report.json"
+    report = json.loads(report_path.read_text())
+    assert report["meta"]["calculator"] == "on"
+    report["meta"]["calculator"] = "off"
+    report_path.write_text(json.dumps(report))
+    res = json.loads((out / "gsm8k.json").read_text())
+    res["stages"]["sft"].pop("calculator")
+    (out / "gsm8k.json").write_text(json.dumps(res))
+    capsys.readouterr()
+    assert gsm8k.main(argv, runner=runner) == 1
+    assert "says calculator off, but the calculator entry needs calculator on" in (
+        capsys.readouterr().err
+    )
+    assert "calculator" not in json.loads((out / "gsm8k.json").read_text())["stages"]["sft"]
+
 
 def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
@@ -201,7 +221,7 @@ def test_table_from_results() -> None:
                 },
                 "calculator": {
                     "status": "not_run",
-                    "reason": gsm8k._NO_CALCULATOR,
+                    "reason": "not yet measured",
                     "strict_accuracy": None,
                 },
             }
@@ -213,7 +233,7 @@ def test_table_from_results() -> None:
         "| 80.0% [79.0, 81.0] | 12.0 min | `cotune eval --model runs/gsm8k/sft` |" in t
     )
     assert "| base, 0-shot | model alone | not yet measured |" in t
-    assert "| after LoRA SFT | with calculator | not run" in t
+    assert "| after LoRA SFT | with calculator | not yet measured |" in t
 
 
 def test_plan_records_commands_never_numbers(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ _GEN_ONLY = (
     "max_new_tokens",
     "batch_size",
     "seed",
+    "calculator",
 )
 
 
@@ -41,7 +42,9 @@ def _fail(msg: str) -> None:
 
 
 def _flags(names: tuple[str, ...], values: dict[str, Any]) -> list[str]:
-    return ["--" + n.replace("_", "-") for n in names if values.get(n) is not None]
+    """The flags among ``names`` the user gave (a switch counts when on)."""
+    given = [n for n in names if values.get(n) is not None and values.get(n) is not False]
+    return ["--" + n.replace("_", "-") for n in given]
 
 
 def _load_tokenizer(spec: str):
@@ -107,6 +110,14 @@ def eval_cmd(
     template: Annotated[str, typer.Option(help="Prompt template: chat or plain.")] = "chat",
     schema: Annotated[str, typer.Option(help="Completion schema: tags or plain.")] = "tags",
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
+    calculator: Annotated[
+        bool,
+        typer.Option(
+            "--calculator",
+            help="Fill in the exact value of each claim the model starts (48 / 2 = -> 24); "
+            "reported as calculator: on, a separate measurement from the model alone.",
+        ),
+    ] = False,
     tokenizer: Annotated[
         str | None,
         typer.Option(help="With --predictions: 'tiny' or a .model file to count tokens."),
@@ -282,6 +293,7 @@ def _run_model(v: dict[str, Any], console: Console) -> None:
         max_new_tokens=v["max_new_tokens"] or cfg.max_new_tokens,
         few_shot=v["few_shot"] or 0,
         few_shot_pool=pool,
+        calculator=v["calculator"],
         template=v["template"],
         schema=v["schema"],
         batch_size=v["batch_size"] or cfg.batch_size,

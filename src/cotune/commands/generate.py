@@ -16,6 +16,7 @@ from cotune import format as fmt
 from cotune.commands._model import WHICH_HELP, load_model
 
 MODEL_HELP = "Preset, weights (.gguf, HF folder), run, quickstart or checkpoint folder."
+CALCULATOR_HELP = "Fill in the exact value of each claim the model starts (48 / 2 = -> 24)."
 
 
 def generate(
@@ -35,6 +36,7 @@ def generate(
         "--dtype",
         help="Decode precision: bfloat16 (default on Gemma 3) or float32 (exact).",
     ),
+    calculator: bool = typer.Option(False, "--calculator", help=CALCULATOR_HELP),
 ) -> None:
     """Print the model's completion of PROMPT."""
     from cotune.generate import generate_detailed
@@ -62,6 +64,7 @@ def generate(
         template=template,
         schema=schema,
         compute_dtype=dtype,
+        calculator=calculator,
     )
     typer.echo(g.text)
 
@@ -72,6 +75,7 @@ def chat(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1),
     temperature: float = typer.Option(0.0, min=0.0),
     schema: str = typer.Option("tags", help="Output schema: tags or plain."),
+    calculator: bool = typer.Option(False, "--calculator", help=CALCULATOR_HELP),
 ) -> None:
     """Interactive questions: streams the completion, then shows reasoning and answer."""
     from cotune.generate import generate_detailed
@@ -93,6 +97,7 @@ def chat(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             schema=schema,
+            calculator=calculator,
             on_token=lambda _i, delta: console.print(delta, end="", markup=False, highlight=False),
         )
         console.print()

@@ -1,6 +1,6 @@
 """Two evaluation reports side by side: every headline metric and per-task accuracy as
 A, B and B minus A, with warnings when the two were not measured alike (other data,
-template, schema, sampling).
+template, schema, sampling, calculator).
 
 Written as ``compare.json`` (the numbers), ``compare.md`` and ``compare.png``, all from the
 two ``report.json`` files alone.
@@ -80,7 +80,23 @@ def compare_reports(
     for key in ("template", "schema", "few_shot", "samples", "temperature", "max_new_tokens"):
         if a["meta"].get(key) != b["meta"].get(key):
             warnings.append(f"{key} differs: {a['meta'].get(key)!r} vs {b['meta'].get(key)!r}")
+    ca, cb = _calculator(a["meta"]), _calculator(b["meta"])
+    if ca != cb:
+        warnings.append(
+            f"calculator differs: {ca!r} vs {cb!r} (model alone and with the calculator are "
+            "different measurements)"
+        )
     return Comparison(a, b, label_a, label_b, rows, by_task, warnings)
+
+
+def _calculator(meta: dict[str, Any]) -> str | None:
+    """Whether the report's completions were generated with the calculator: "on", "off", or
+    None when unknown (completions scored as given). A generated report without the key
+    is taken as "off", the default."""
+    value = meta.get("calculator")
+    if value is None and meta.get("mode") == "generate":
+        return "off"
+    return value
 
 
 def _signed(v: Any, share: bool) -> str:

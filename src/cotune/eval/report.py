@@ -205,6 +205,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         ("few-shot", f"{meta.get('few_shot', 0)} ({meta.get('few_shot_source') or 'none'})"),
         ("temperature", meta.get("temperature")),
         ("max new tokens", meta.get("max_new_tokens")),
+        ("calculator", meta.get("calculator")),
     ]
     out += [md_table(["", ""], [[k, str(v)] for k, v in facts if v is not None]), ""]
     out += ["## Headline", ""]

@@ -5,7 +5,9 @@ Base models and fine-tuned models are evaluated with the same instruction from
 (few-shot). Few-shot examples come from training data or from the built-in worked
 examples below, and never from the evaluated set (an example whose id or question is
 being evaluated is skipped), so few-shot accuracy is not inflated by leaked answers. The
-report records exactly which prompt was used.
+report records exactly which prompt was used, and whether the calculator filled in the
+values of the model's claims (``calculator: on``): a result with it is another
+measurement than the model alone, never to be mixed with it.
 """
 
 from __future__ import annotations
@@ -219,6 +221,7 @@ def evaluate(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     few_shot: int = 0,
     few_shot_pool: Sequence[EvalRecord | Mapping[str, Any]] | None = None,
+    calculator: bool = False,
     template: Template = "chat",
     schema: Schema = "tags",
     batch_size: int = 16,
@@ -234,7 +237,8 @@ def evaluate(
     record (aligned list or dict by id), one completion or a list of them. ``truncated``
     optionally says, per completion, whether the generator hit its token limit.
     Reasoning length is in tokens when a tokenizer is available (the model's, or
-    ``tokenizer``), else in words.
+    ``tokenizer``), else in words. ``calculator=True`` generates with the calculator
+    (:func:`cotune.generate.generate_detailed`); the report says ``calculator: on``.
     """
     recs = as_records(records)
     if not recs:
@@ -245,6 +249,8 @@ def evaluate(
         raise ValueError(f"unknown schema {schema!r}; expected one of {SCHEMAS}")
     if (model_or_none is None) == (completions is None):
         raise ValueError("give exactly one of a model or completions")
+    if model_or_none is None and calculator:
+        raise ValueError("calculator applies when generating; given completions are scored as is")
     if samples < 1:
         raise ValueError("samples must be at least 1")
     if model_or_none is not None and samples > 1 and temperature <= 0:
@@ -261,6 +267,7 @@ def evaluate(
             "top_k": top_k,
             "top_p": top_p,
             "seed": seed,
+            "calculator": calculator,
         }
         comps, flags = _generate_all(
             model_or_none,
@@ -312,6 +319,8 @@ def evaluate(
         "top_p": top_p,
         "seed": seed,
         "max_new_tokens": max_new_tokens if model_or_none is not None else None,
+        # completions given to score were made elsewhere: whether a calculator helped is unknown
+        "calculator": ("on" if calculator else "off") if model_or_none is not None else None,
         "n_records": len(recs),
         "data_fingerprint": data_fingerprint(recs),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
