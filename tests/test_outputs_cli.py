@@ -302,7 +302,7 @@ def test_rl_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatch) 
 
     monkeypatch.setattr(rl_run, "train_grpo", crash)
     r = cli("rl", "--config", ws.rl, "--init", "tiny", "--out", out, "--force")
-    assert r.exit_code == 1 and "previous run folder is kept" in said(r), r.output
+    assert r.exit_code == 1 and "run folder that was there is kept" in said(r), r.output
     (kept,) = [p for p in ws.root.iterdir() if p.name.startswith(".run.old-")]
     assert (kept / "rl.json").read_text() == "old\n"
 
@@ -340,7 +340,7 @@ def test_train_force_keeps_the_old_run_until_the_new_one_finished(ws, monkeypatc
 
     monkeypatch.setattr(sft, "train", crash)
     r = cli("train", "--config", TINY, "--out", out, "--force")
-    assert r.exit_code == 1 and "previous run is kept" in said(r), r.output
+    assert r.exit_code == 1 and "run that was there is kept" in said(r), r.output
     (kept,) = [p for p in ws.root.iterdir() if p.name.startswith(".run.old-")]
     assert (kept / "run.json").read_text() == "old\n"
 

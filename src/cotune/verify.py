@@ -22,7 +22,8 @@ from functools import lru_cache
 from cotune.format import parse_number
 
 # Currency signs a number may carry ("$3 * 4 = $12", "€55 - €27 = €28"); values ignore them.
-_CUR = "$€£₹"
+CURRENCIES = "$€£₹"
+_CUR = CURRENCIES
 # A number: "1,250", "2.5" and GSM8K's leading-dot decimals (".5", "$.25").
 _NUMTOK = rf"[{_CUR}]?(?:\d+(?:,\d{{3}})*(?:\.\d+)?|\.\d+)"
 # "x" (or "X") means "times" only between spaced numbers ("5 x 6"), never in "3x - 4" (a

@@ -66,7 +66,7 @@ def rl(
     except (TrainError, CheckpointError, OSError) as e:
         console.print(f"[red]cotune rl: {e}[/]")
         if old is not None:
-            console.print(f"the previous run folder is kept, unchanged, as {old}")
+            console.print(f"the run folder that was there is kept, unchanged, as {old}")
         raise typer.Exit(1) from None
     steps, evals = res.history.steps, res.history.evals
     msg = f"[green]done[/]: {out}"

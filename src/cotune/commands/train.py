@@ -178,7 +178,7 @@ def train(
     except (TrainError, CheckpointError, ValueError, OSError) as e:
         _error("cotune train:", e)
         if old is not None:
-            _error("cotune train:", f"the previous run is kept in {old}")
+            _error("cotune train:", f"the run that was there is kept in {old}")
         raise typer.Exit(1) from None
     if res.already_complete:
         # train() has said "already complete at step N"; here: how to go on

@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 from cotune.format import parse_number
-from cotune.verify import Claim, evaluate, find_claims
+from cotune.verify import CURRENCIES, Claim, evaluate, find_claims
 
 # "<<48/2=24>>" (GSM8K never nests them)
 _NOTE = re.compile(r"<<([^<>]*)>>")
-_CUR = "$€£₹"
+_CUR = CURRENCIES  # the signs verify reads
 # The number the text shows right after a note: "<<48/2=24>>24", "<<5*3=15>>$15", ">>1,250".
 _SHOWN = re.compile(rf"[ \t]*[{_CUR}]?[ \t]*-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:/\d+)?")
 _EQ_BEFORE = re.compile(rf"=[ \t]*[{_CUR}]?[ \t]*\Z")

@@ -53,7 +53,7 @@ class TrainResult:
     tokens_per_s: float | None = None
     trained_tokens_per_s: float | None = None
     stopped_early: bool = False
-    resumed_from: int | None = None  # the checkpoint step this session started at
+    resumed_from: int | None = None  # the checkpoint step a resumed run continued from
     already_complete: bool = False  # resumed a run that had reached its last step
     val_path: Path | None = None  # held-out records (for `cotune eval --data`)
 
