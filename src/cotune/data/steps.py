@@ -69,6 +69,11 @@ def _round(x: int) -> bool:
     return len(_parts(x)) <= 1
 
 
+def parse_claim_value(c: str) -> Fraction:
+    """The value a claim string states (what follows its last ``=``)."""
+    return Fraction(c.rsplit("=", 1)[1].strip())
+
+
 def claim(a: Num, op: str, b: Num, c: Num) -> str:
     return f"{fmt(Fraction(a))} {op} {fmt(Fraction(b))} = {fmt(Fraction(c))}"
 
@@ -101,39 +106,39 @@ def add(a: Num, b: Num) -> list[str]:
     return steps
 
 
-def _take_round(a: int, b: int) -> list[str]:
-    """``a - b`` for a round ``b`` (one non-zero digit at place ``k``). One claim when ``a``'s
-    digit there is big enough, when it is zero (``302 - 50``: a borrow from a zero run) or
-    when the digits above make a teen fact (``152 - 80``); otherwise take away the next round
-    number and give back the difference, neither of which borrows:
-    ``43 - 7: 43 - 10 = 33, 33 + 3 = 36``."""
-    k = len(str(b)) - 1
-    have = (a // 10**k) % 10
-    if b == 0 or have >= b // 10**k or have == 0 or a // 10 ** (k + 1) <= 1:
-        return [claim(a, "-", b, a - b)]
-    up = 10 ** (k + 1)
-    return [claim(a, "-", up, a - up), *worked(a - up, "+", up - b)]
-
-
 def _sub_int(a: int, b: int) -> list[str]:
-    """``a - b`` for ints ``a >= b``: take ``b``'s top place away, then the rest; when the
-    rest would borrow, round ``b`` up at its top place and give the difference back
-    (``83 - 47: 83 - 50 = 33, 33 + 3 = 36``), the way people subtract in their heads."""
-    parts = _parts(b)
-    if len(parts) <= 1:
-        return _take_round(a, b)
-    top = parts[0]
-    k = len(str(top)) - 1
-    low = b - top
-    if a % 10**k >= low:
-        return [*_take_round(a, top), *_sub_int(a - top, low)]
-    up = top + 10**k
-    return [*_take_round(a, up), *worked(a - up, "+", up - b)]
+    """``a - b`` for ints ``a >= b``, place by place with signed differences, the way a
+    column subtraction goes without deciding where to borrow: each place of ``b`` is taken
+    from the same place of ``a`` (``3 - 7 = -4`` may come out negative), then the places are
+    put together from the top (``83 - 47: 80 - 40 = 40, 3 - 7 = -4, 40 - 4 = 36``). The
+    shape depends only on which places are non-zero, never on comparing digits, and every
+    putting-together claim takes one digit off (or places one beside) a number that is
+    round below that place."""
+    if b == 0:
+        return [claim(a, "-", b, a)]
+    da, db = _digits(a), _digits(b)
+    if len(_parts(b)) == 1 and da[len(db) - 1] >= db[-1]:
+        return [claim(a, "-", b, a - b)]  # one digit taken where it is: no borrow
+    out: list[str] = []
+    terms: list[int] = []
+    for k in reversed(range(len(da))):
+        x = da[k] * 10**k
+        y = (db[k] if k < len(db) else 0) * 10**k
+        if y and x:
+            out.append(claim(x, "-", y, x - y))
+        if x - y:
+            terms.append(x - y)
+    cur = terms[0] if terms else 0
+    for t in terms[1:]:
+        out.append(claim(cur, "+" if t > 0 else "-", abs(t), cur + t))
+        cur += t
+    if len(terms) == 1 and parse_claim_value(out[-1]) != cur:
+        out.append(claim(a, "-", b, a - b))  # 217 - 210: the places left are copied
+    return out
 
 
 def sub(a: Num, b: Num) -> list[str]:
-    """``a - b``: take ``b`` away a place at a time, rounding ``b`` up where a digit would
-    borrow (:func:`_sub_int`)."""
+    """``a - b``: place by place with signed differences (:func:`_sub_int`)."""
     ia, ib = _int(a), _int(b)
     if ia is not None and ib is not None and ia < ib:  # negative: the other way round
         return [*worked(ib, "-", ia), claim(a, "-", b, Fraction(a) - Fraction(b))]
