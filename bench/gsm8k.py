@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import platform
+import resource
 import shlex
 import subprocess
 import sys
@@ -125,6 +126,12 @@ Runner = Callable[[list[str]], int]
 
 class DriverError(RuntimeError):
     """A stage could not run; the message says which command failed and what to do."""
+
+
+def _children_cpu() -> float:
+    """User + system seconds of the finished child processes (what ``cotune_process`` ran)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def cotune_process(args: list[str]) -> int:
@@ -340,15 +347,20 @@ class Driver:
         if self.doc is not None:
             write_doc(self.doc, self.results)
 
-    def _run(self, args: list[str], what: str) -> float:
-        """Run one cotune command; its wall time in seconds."""
+    def _run(self, args: list[str], what: str) -> tuple[float, float]:
+        """Run one cotune command; (wall seconds, CPU seconds of the processes it ran).
+
+        CPU time is kept next to wall time because a stage of hours may share the machine:
+        its user + system time is what it cost whatever else ran, and a quiet run spreads
+        it over the cores."""
         self.log(f"$ {show(args)}")
         t = time.perf_counter()
+        c = _children_cpu()
         code = self.runner([str(a) for a in args])
-        seconds = time.perf_counter() - t
+        seconds, cpu = time.perf_counter() - t, _children_cpu() - c
         if code != 0:
             raise DriverError(f"{what} failed (exit {code}): {show(args)}")
-        return seconds
+        return seconds, cpu
 
     # ----------------------------------------------------------------- stages
 
@@ -378,8 +390,8 @@ class Driver:
             done = json.loads(marker.read_text()) if marker.is_file() else {}
             if not ((report_dir / "report.json").is_file() and done.get("fingerprint") == key):
                 force = ["--force"] if report_dir.exists() else []
-                seconds = self._run([*args, *force], f"{stage} evaluation ({kind})")
-                done = {"fingerprint": key, "seconds": seconds}
+                seconds, cpu = self._run([*args, *force], f"{stage} evaluation ({kind})")
+                done = {"fingerprint": key, "seconds": seconds, "cpu_seconds": cpu}
                 _write_json(marker, done)
             metrics = _metrics(report_dir)
             want = "on" if kind == "calculator" else "off"
@@ -393,6 +405,7 @@ class Driver:
                 **metrics,
                 "command": show(args),
                 "seconds": done["seconds"],
+                "cpu_seconds": done.get("cpu_seconds"),
                 "fingerprint": key,
             }
             self._save()
@@ -405,12 +418,13 @@ class Driver:
         if train.get("fingerprint") == key and train.get("status") == "done":
             return
         resume = ["--resume"] if run.exists() else []
-        seconds = self._run([*args, *resume], f"{stage} training")
+        seconds, cpu = self._run([*args, *resume], f"{stage} training")
         entry["train"] = {
             "status": "done",
             "command": show(args),
             "resumed": bool(resume),
             "seconds": seconds + ((train.get("seconds") or 0) if resume else 0),
+            "cpu_seconds": cpu + ((train.get("cpu_seconds") or 0) if resume else 0),
             "run": str(run),
             "fingerprint": key,
         }
@@ -544,14 +558,18 @@ def table(results: dict[str, Any]) -> str:
                 cmd = f"`{e['command']}`" if e.get("command") else ""
                 lines.append(f"| {labels[name]} | {mode} | not yet measured | | | | {cmd} |")
                 continue
-            train = (entry.get("train") or {}).get("seconds") or 0
-            wall = (e.get("seconds") or 0) + (train if kind == "model_alone" else 0)
+            train = entry.get("train") or {} if kind == "model_alone" else {}
+            wall = (e.get("seconds") or 0) + (train.get("seconds") or 0)
+            cpus = [x.get("cpu_seconds") for x in (e, train) if x]
+            cpu = f" (CPU {sum(cpus) / 60:.1f} min)" if cpus and None not in cpus else ""
+            if train.get("resumed"):  # a killed attempt records nothing: only the last counts
+                cpu += ", training resumed: the part before the interruption not counted"
             cmd = e["command"]
             lines.append(
                 f"| {labels[name]} | {mode} | {_cell(e['strict_accuracy'], e['ci95'], e['n'])} "
                 f"| {_cell(e.get('format_compliance'), e.get('format_compliance_ci95'))} "
                 f"| {_cell(e.get('step_validity'), e.get('step_validity_ci95'))} "
-                f"| {wall / 60:.1f} min | `{cmd}` |"
+                f"| {wall / 60:.1f} min{cpu} | `{cmd}` |"
             )
     return "\n".join(lines)
 
@@ -573,6 +591,8 @@ def write_doc(doc: Path, results: dict[str, Any]) -> None:
         f"Results file `{_rel(DEFAULT_RESULTS)}`, updated {when}"
         + (f"; smoke run on the first {limit} test questions only" if limit else "")
         + ". Brackets are 95% Wilson intervals; wall time includes training for SFT and GRPO."
+        " CPU time (user + system of the stage's processes) is given where it was recorded:"
+        " a stage that shared the 2-core machine took longer than its CPU time needs."
         if measured
         else "**Not yet measured**: no stage has run on the real model yet; the rows fill in "
         "from `bench/results/gsm8k.json` as `make gsm8k` finishes each stage."

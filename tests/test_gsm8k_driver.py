@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -234,6 +235,31 @@ def test_table_from_results() -> None:
     )
     assert "| base, 0-shot | model alone | not yet measured |" in t
     assert "| after LoRA SFT | with calculator | not yet measured |" in t
+    sft = res["stages"]["sft"]
+    sft["train"].update(cpu_seconds=1080.0, resumed=True)
+    sft["model_alone"]["cpu_seconds"] = 240.0
+    assert "| 12.0 min (CPU 22.0 min), training resumed: the part before the interruption " in (
+        gsm8k.table(res)
+    )
+
+
+def test_stage_records_cpu_time_of_its_processes(tmp_path: Path) -> None:
+    """The CPU seconds of what a stage ran are measured on the child processes, so a stage
+    that shared the machine still reports what it cost."""
+    driver = gsm8k.Driver(
+        config=ROOT / "configs" / "gsm8k.yaml",
+        out=tmp_path,
+        results=tmp_path / "r.json",
+        doc=None,
+        overrides=[],
+        limit=None,
+        runner=lambda a: subprocess.call(
+            [sys.executable, "-c", "sum(i * i for i in range(3_000_000))"]
+        ),
+        log=lambda m: None,
+    )
+    wall, cpu = driver._run(["eval"], "x")
+    assert 0.05 < cpu <= wall + 0.5
 
 
 def test_plan_records_commands_never_numbers(tmp_path: Path) -> None:
