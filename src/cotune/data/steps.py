@@ -111,9 +111,11 @@ def _sub_int(a: int, b: int) -> list[str]:
     column subtraction goes without deciding where to borrow: each place of ``b`` is taken
     from the same place of ``a`` (``3 - 7 = -4`` may come out negative), then the places are
     put together from the top (``83 - 47: 80 - 40 = 40, 3 - 7 = -4, 40 - 4 = 36``). The
-    shape depends only on which places are non-zero, never on comparing digits, and every
-    putting-together claim takes one digit off (or places one beside) a number that is
-    round below that place."""
+    shape depends only on which places are non-zero, and every putting-together claim takes
+    one digit off (or places one beside) a number that is round below that place. The one
+    comparison left is for a round ``b`` (a single digit at one place): when ``a``'s digit
+    there is at least as big, one claim does it (``48 - 3 = 45``), a choice made by two
+    digits the question puts side by side rather than by a borrow chain."""
     if b == 0:
         return [claim(a, "-", b, a)]
     da, db = _digits(a), _digits(b)
