@@ -25,6 +25,11 @@ from cotune.verify import check_steps, evaluate, find_claims
         ("48/2 = 24", 1, 1),
         ("5 x 6 = 30 and 4 × 3 = 12 and 8 ÷ 2 = 4", 3, 3),
         ("$3 * 4 = $12", 1, 1),
+        # the small style's signed-difference subtraction
+        ("83 - 47: 80 - 40 = 40, 3 - 7 = -4, 40 - 4 = 36.", 3, 3),
+        ("93 - 64: 90 - 60 = 30, 3 - 4 = -2, 30 - 2 = 28.", 3, 2),
+        ("1720 - 860: 700 - 800 = -100, 20 - 60 = -40, 1000 - 100 = 900", 3, 3),
+        ("700 - 800 = 100", 1, 0),
     ],
 )
 def test_claims(text: str, n: int, ok: int) -> None:
