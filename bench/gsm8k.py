@@ -56,6 +56,9 @@ DEFAULT_RESULTS = ROOT / "bench" / "results" / "gsm8k.json"
 DEFAULT_DOC = ROOT / "docs" / "gsm8k.md"
 STAGES = ("base_0shot", "base_8shot", "sft", "grpo")
 DOC_START, DOC_END = "<!-- GSM8K:START -->", "<!-- GSM8K:END -->"
+# The README carries the same numbers without the commands (docs/gsm8k.md has those).
+README = ROOT / "README.md"
+SUMMARY_START, SUMMARY_END = "<!-- GSM8K-SUMMARY:START -->", "<!-- GSM8K-SUMMARY:END -->"
 # Share of GSM8K train held out for validation (SFT's best checkpoint, RL's held-out
 # accuracy): about 220 questions, by hashed question, so never a test question.
 VAL_FRACTION = 0.03
@@ -346,6 +349,8 @@ class Driver:
         _write_json(self.results_path, self.results)
         if self.doc is not None:
             write_doc(self.doc, self.results)
+            if self.doc == DEFAULT_DOC and README.is_file():
+                write_summary(README, self.results)
 
     def _run(self, args: list[str], what: str) -> tuple[float, float]:
         """Run one cotune command; (wall seconds, CPU seconds of the processes it ran).
@@ -536,14 +541,16 @@ def _cell(share: float | None, ci: list[float] | None, n: int | None = None) -> 
     return s + (f" (n={n})" if n is not None else "")
 
 
+LABELS = {
+    "base_0shot": "base, 0-shot",
+    "base_8shot": "base, 8-shot (Wei et al.)",
+    "sft": "after LoRA SFT",
+    "grpo": "after SFT + GRPO",
+}
+
+
 def table(results: dict[str, Any]) -> str:
     """The Markdown table of a results file: one row per stage and mode."""
-    labels = {
-        "base_0shot": "base, 0-shot",
-        "base_8shot": "base, 8-shot (Wei et al.)",
-        "sft": "after LoRA SFT",
-        "grpo": "after SFT + GRPO",
-    }
     lines = [
         "| stage | mode | strict accuracy [95% CI] | format compliance | step validity | "
         "wall time | command |",
@@ -556,7 +563,7 @@ def table(results: dict[str, Any]) -> str:
             e = entry.get(kind) or {}
             if e.get("status") != "done":
                 cmd = f"`{e['command']}`" if e.get("command") else ""
-                lines.append(f"| {labels[name]} | {mode} | not yet measured | | | | {cmd} |")
+                lines.append(f"| {LABELS[name]} | {mode} | not yet measured | | | | {cmd} |")
                 continue
             train = entry.get("train") or {} if kind == "model_alone" else {}
             wall = (e.get("seconds") or 0) + (train.get("seconds") or 0)
@@ -566,7 +573,7 @@ def table(results: dict[str, Any]) -> str:
                 cpu += ", training resumed: the part before the interruption not counted"
             cmd = e["command"]
             lines.append(
-                f"| {labels[name]} | {mode} | {_cell(e['strict_accuracy'], e['ci95'], e['n'])} "
+                f"| {LABELS[name]} | {mode} | {_cell(e['strict_accuracy'], e['ci95'], e['n'])} "
                 f"| {_cell(e.get('format_compliance'), e.get('format_compliance_ci95'))} "
                 f"| {_cell(e.get('step_validity'), e.get('step_validity_ci95'))} "
                 f"| {wall / 60:.1f} min{cpu} | `{cmd}` |"
@@ -574,13 +581,50 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(results: dict[str, Any]) -> str:
+    """The README's table: every stage and mode, the numbers only (commands: docs/gsm8k.md)."""
+    lines = [
+        "| stage | mode | strict accuracy [95% CI], n=1,319 | format compliance | step validity |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for name in STAGES:
+        entry = results.get("stages", {}).get(name, {})
+        for kind, mode in (("model_alone", "model alone"), ("calculator", "with calculator")):
+            e = entry.get(kind) or {}
+            if e.get("status") != "done":
+                lines.append(f"| {LABELS[name]} | {mode} | not yet measured | | |")
+                continue
+            lines.append(
+                f"| {LABELS[name]} | {mode} | {_cell(e['strict_accuracy'], e['ci95'])} "
+                f"| {_cell(e.get('format_compliance'), e.get('format_compliance_ci95'))} "
+                f"| {_cell(e.get('step_validity'), e.get('step_validity_ci95'))} |"
+            )
+    return "\n".join(lines)
+
+
+def _replace_between(path: Path, start: str, end: str, body: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    if start not in text or end not in text:
+        raise DriverError(f"{path}: no {start} ... {end} markers for the table")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(f"{head}{start}\n{body}\n{end}{tail}", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_summary(readme: Path, results: dict[str, Any]) -> None:
+    """Replace the README's GSM8K table (between its markers) with the results file's."""
+    when = results.get("updated", "")
+    note = (
+        f"From `{_rel(DEFAULT_RESULTS)}` (updated {when}) by `make gsm8k`; commands, wall and "
+        "CPU times per stage: [docs/gsm8k.md](docs/gsm8k.md)."
+    )
+    _replace_between(readme, SUMMARY_START, SUMMARY_END, f"{note}\n\n{summary_table(results)}")
+
+
 def write_doc(doc: Path, results: dict[str, Any]) -> None:
     """Replace the table between the GSM8K markers of ``doc`` (kept as is elsewhere)."""
-    text = doc.read_text(encoding="utf-8")
-    if DOC_START not in text or DOC_END not in text:
-        raise DriverError(f"{doc}: no {DOC_START} ... {DOC_END} markers for the table")
-    head, rest = text.split(DOC_START, 1)
-    _, tail = rest.split(DOC_END, 1)
     measured = any(
         (e.get("model_alone") or {}).get("status") == "done"
         for e in results.get("stages", {}).values()
@@ -597,10 +641,7 @@ def write_doc(doc: Path, results: dict[str, Any]) -> None:
         else "**Not yet measured**: no stage has run on the real model yet; the rows fill in "
         "from `bench/results/gsm8k.json` as `make gsm8k` finishes each stage."
     )
-    body = f"{DOC_START}\n{note}\n\n{table(results)}\n{DOC_END}"
-    tmp = doc.with_name(f".{doc.name}.tmp")
-    tmp.write_text(head + body + tail, encoding="utf-8")
-    os.replace(tmp, doc)
+    _replace_between(doc, DOC_START, DOC_END, f"{note}\n\n{table(results)}")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -243,6 +243,41 @@ def test_table_from_results() -> None:
     )
 
 
+def test_readme_summary_between_its_markers(tmp_path: Path) -> None:
+    res = {
+        "updated": "2026-12-03T15:00:00+00:00",
+        "stages": {
+            "base_0shot": {
+                "model_alone": {
+                    "status": "done",
+                    "strict_accuracy": 0.0,
+                    "ci95": [0.0, 0.003],
+                    "format_compliance": 0.0,
+                    "format_compliance_ci95": [0.0, 0.003],
+                    "step_validity": None,
+                    "command": "cotune eval ...",
+                }
+            }
+        },
+    }
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{gsm8k.SUMMARY_START}\nold\n{gsm8k.SUMMARY_END}\n\nrest\n")
+    gsm8k.write_summary(readme, res)
+    text = readme.read_text()
+    assert text.startswith("# x\n\n") and text.endswith("\n\nrest\n") and "old" not in text
+    assert "| base, 0-shot | model alone | 0.0% [0.0, 0.3] | 0.0% [0.0, 0.3] | – |" in text
+    assert "| after SFT + GRPO | with calculator | not yet measured | | |" in text
+    assert "cotune eval" not in text  # the commands live in docs/gsm8k.md
+    readme.write_text("no markers\n")
+    with pytest.raises(gsm8k.DriverError, match="GSM8K-SUMMARY:START"):
+        gsm8k.write_summary(readme, res)
+
+
+def test_shipped_readme_table_matches_the_results_file() -> None:
+    shipped = json.loads((ROOT / "bench" / "results" / "gsm8k.json").read_text())
+    assert gsm8k.summary_table(shipped) in (ROOT / "README.md").read_text()
+
+
 def test_stage_records_cpu_time_of_its_processes(tmp_path: Path) -> None:
     """The CPU seconds of what a stage ran are measured on the child processes, so a stage
     that shared the machine still reports what it cost."""
