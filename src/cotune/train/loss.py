@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
@@ -159,11 +160,36 @@ def _embedding_frozen(module: Any) -> bool:
     return bool(jax.tree.leaves(nnx.state(module, nnx.LoRAParam)))
 
 
+def data_vocabulary(examples: Any) -> np.ndarray:
+    """The sorted token ids that are training targets somewhere in ``examples``.
+
+    What ``train.loss_vocab: data`` restricts the loss's softmax to. Every label a step can
+    hold is in it (padding entries have weight 0 and are clipped into range).
+    """
+    ids = [np.asarray(e.tokens)[np.asarray(e.loss_mask, bool)] for e in examples]
+    if not ids:
+        raise ValueError("no training targets to take a loss vocabulary from")
+    return np.unique(np.concatenate(ids)).astype(np.int32)
+
+
+def restrict_vocabulary(
+    embedding: jax.Array, labels: jax.Array, vocab: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The rows of ``embedding`` for the sorted ids ``vocab``, and ``labels`` as row indices.
+
+    A label outside ``vocab`` (only bucket padding, whose weight is 0) maps to a valid row.
+    """
+    rows = jnp.take(embedding, vocab, axis=0)
+    idx = jnp.clip(jnp.searchsorted(vocab, labels), 0, vocab.shape[0] - 1)
+    return rows, idx.astype(labels.dtype)
+
+
 def token_losses(
     module: Any,
     mb: dict[str, jax.Array],
     bf16: bool = False,
     frozen_embedding: bool | None = None,
+    vocab: jax.Array | None = None,
 ) -> jax.Array:
     """Per-entry cross-entropy ``[K]`` for one micro-batch (``weights`` not applied).
 
@@ -171,18 +197,23 @@ def token_losses(
     :func:`cotune.train.batches.build_batch`. ``frozen_embedding``: whether the tied
     embedding is outside the trained state (LoRA, or a full fine-tune without
     ``train.train_embedding``); ``None`` infers it from the presence of LoRA adapters.
+    ``vocab``: sorted token ids the softmax runs over (``train.loss_vocab: data``; every
+    label must be one of them); ``None`` is the whole vocabulary.
     """
     mask = attention_mask(mb["segments"], jnp)
     h = hidden_states(module, mb["tokens"], mb["positions"], mask)
     b, n, d = h.shape
     picked = jnp.take(h.reshape(b * n, d), mb["gather"], axis=0)
+    embedding, labels = module.embedder.input_embedding[...], mb["labels"]
+    if vocab is not None:
+        embedding, labels = restrict_vocabulary(embedding, labels, vocab)
     if bf16:
         if frozen_embedding is None:
             frozen_embedding = _embedding_frozen(module)
         ce = frozen_projected_ce_bf16 if frozen_embedding else projected_ce_bf16
-        return ce(picked, module.embedder.input_embedding[...], mb["labels"])
-    logits = output_logits(picked, module.embedder.input_embedding[...], bf16)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, mb["labels"])
+        return ce(picked, embedding, labels)
+    logits = output_logits(picked, embedding, bf16)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
 def summed_loss(
@@ -190,9 +221,10 @@ def summed_loss(
     mb: dict[str, jax.Array],
     bf16: bool = False,
     frozen_embedding: bool | None = None,
+    vocab: jax.Array | None = None,
 ) -> jax.Array:
     """Sum of weighted token losses of one micro-batch (divide by the step's token count)."""
-    return jnp.sum(token_losses(module, mb, bf16, frozen_embedding) * mb["weights"])
+    return jnp.sum(token_losses(module, mb, bf16, frozen_embedding, vocab) * mb["weights"])
 
 
 def per_example_loss(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from cotune.config import RunConfig
@@ -26,6 +27,7 @@ from cotune.train.batches import Example, Plan, TokenizeStats, as_dict
 from cotune.train.checkpoint import RunCheckpoints, fingerprint
 from cotune.train.errors import diverged
 from cotune.train.load import load_base
+from cotune.train.loss import data_vocabulary
 from cotune.train.mesh import check_mesh, maybe_initialize_distributed, put_batch
 from cotune.train.metrics import MetricsLogger
 from cotune.train.plan import dry_run, load_records
@@ -106,7 +108,8 @@ def train(
     val_records = [as_dict(r) for r in (val_records or [])]
     planned = dry_run(cfg, model.tokenizer, [as_dict(r) for r in train_records])
     plan = planned.plan
-    state = build_state(model.module, cfg, len(plan))
+    vocab = data_vocabulary(planned.examples) if cfg.train.loss_vocab == "data" else None
+    state = build_state(model.module, cfg, len(plan), vocab)
     ckpts = RunCheckpoints(out, keep=cfg.train.keep_checkpoints)
     try:
         pos = Position()
@@ -116,7 +119,7 @@ def train(
                 return _already_complete(out, cfg, model, state, pos)
         write_config(out, cfg)
         val_path = _write_val(out, cfg, val_records)
-        _write_run_json(out, model, plan, state, planned.stats)
+        _write_run_json(out, model, plan, state, planned.stats, vocab)
         session = _Session(cfg, out, model, state, plan, planned.examples, ckpts, pos)
         validate = val_fn or (lambda m, recs: answer_accuracy(m, recs, cfg))
         session.run(val_records[: cfg.data.val_size_for_accuracy], validate, stop_after, progress)
@@ -302,7 +305,12 @@ def _write_val(out: Path, cfg: RunConfig, val_records: Sequence[Record]) -> Path
 
 
 def _write_run_json(
-    out: Path, model: Any, plan: Plan, state: TrainState, stats: TokenizeStats
+    out: Path,
+    model: Any,
+    plan: Plan,
+    state: TrainState,
+    stats: TokenizeStats,
+    vocab: np.ndarray | None = None,
 ) -> None:
     """What :func:`cotune.train.load.load_run` rebuilds the base model from, and the plan."""
     meta = {
@@ -315,5 +323,7 @@ def _write_run_json(
         "trainable_params": state.n_trainable,
         "total_params": state.n_total,
         "data": stats.summary(),
+        # The tokens the training loss's softmax ran over (train.loss_vocab).
+        "loss_vocab": "full" if vocab is None else {"data": int(vocab.shape[0])},
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -61,17 +62,20 @@ def make_train_step(
     bf16: bool,
     shardings: tuple[Any, Any, Any] | None = None,
     frozen_embedding: bool | None = None,
+    vocab: np.ndarray | None = None,
 ):
     """``step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, loss, grad_norm)``.
 
     ``batch`` arrays have a leading micro-batch axis ``A``; gradients of the summed token
     losses are accumulated over it with ``lax.scan`` and divided by the step's trained-token
     count, so accumulation is exact (token-weighted), not a mean of micro-batch means.
+    ``vocab``: the sorted token ids of ``train.loss_vocab: data`` (``None``: all of them).
     """
+    vocab_ids = None if vocab is None else jnp.asarray(vocab, jnp.int32)
 
     def loss_sum(trainable: Any, frozen: Any, mb: dict[str, jax.Array]) -> jax.Array:
         module = nnx.merge(graphdef, trainable, frozen)
-        return summed_loss(module, mb, bf16, frozen_embedding)
+        return summed_loss(module, mb, bf16, frozen_embedding, vocab_ids)
 
     grad_fn = jax.value_and_grad(loss_sum)
 
@@ -138,10 +142,13 @@ class TrainState:
         return self.module
 
 
-def build_state(module: Any, cfg: RunConfig, total_steps: int) -> TrainState:
+def build_state(
+    module: Any, cfg: RunConfig, total_steps: int, vocab: np.ndarray | None = None
+) -> TrainState:
     """Adapters (LoRA) or a full fine-tune split, sharded on the configured mesh, with an
     optimizer for a run of ``total_steps`` (a resumed run that changed length gets the
-    schedule of its new length)."""
+    schedule of its new length). ``vocab``: the loss's token ids under
+    ``train.loss_vocab: data`` (:func:`cotune.train.loss.data_vocabulary`)."""
     if cfg.lora.enabled:
         module = apply_lora(module, cfg.lora, seed=cfg.train.seed)
     train_emb = not cfg.lora.enabled and cfg.train.train_embedding
@@ -164,6 +171,7 @@ def build_state(module: Any, cfg: RunConfig, total_steps: int) -> TrainState:
             replicated(mesh),
         ),
         frozen_embedding=not train_emb,
+        vocab=vocab,
     )
     return TrainState(
         module, trainable, frozen, opt_state, step_fn, make_schedule(cfg, total_steps), mesh,
