@@ -3,8 +3,14 @@
 Counts non-padding tokens/s (every real token the model reads) and trained tokens/s
 (completion + end tokens, the ones the loss covers), timing steady-state steps only (the
 first step, which compiles, is reported separately). Writes bench/results/train.json.
+A mode is ``packed`` or ``padded``, then ``-bf16`` for bf16 matmuls, then ``-datavocab``
+for ``train.loss_vocab: data``; modes run in the order given, in one process, so listing
+two of them alternately times them side by side:
 
-    .venv/bin/python bench/bench_train.py [--steps 4] [--bf16-matmul] [--model gemma3-270m]
+    .venv/bin/python bench/bench_train.py [--steps 4] [--modes packed,padded,packed-bf16]
+    .venv/bin/python -m bench.bench_train --batch 3 --seq 384 --steps 6 \
+        --modes packed-bf16,packed-bf16-datavocab,packed-bf16,packed-bf16-datavocab \
+        --out bench/results/train_loss_vocab.json
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import jax
 
 from cotune.config import load_config
 from cotune.runtime import enable_compilation_cache
+from cotune.train.loss import data_vocabulary
 from cotune.train.mesh import put_batch
 from cotune.train.plan import plan_for, tokenize
 from cotune.train.step import build_state
@@ -36,7 +43,16 @@ def records(n: int) -> list[dict]:
     return [r.to_dict() if hasattr(r, "to_dict") else r for r in recs]
 
 
-def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: int = 128) -> dict:
+def run(
+    model,
+    recs,
+    pack: bool,
+    bf16: bool,
+    steps: int,
+    batch: int = 8,
+    seq: int = 128,
+    data_vocab: bool = False,
+) -> dict:
     cfg = load_config(
         None,
         [
@@ -46,11 +62,13 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
             f"train.bf16_matmul={str(bf16).lower()}",
             f"train.steps={steps + 1}",
             "lora.rank=16",
+            f"train.loss_vocab={'data' if data_vocab else 'full'}",
         ],
     )
     examples, stats = tokenize(cfg, model.tokenizer, recs)
     plan = plan_for(cfg, examples)
-    state = build_state(model.module, cfg, len(plan))
+    vocab = data_vocabulary(examples) if data_vocab else None
+    state = build_state(model.module, cfg, len(plan), vocab)
     times, toks, trained, losses = [], 0, 0, []
     compile_s = None
     for s in range(len(plan)):
@@ -71,6 +89,7 @@ def run(model, recs, pack: bool, bf16: bool, steps: int, batch: int = 8, seq: in
     return {
         "pack": pack,
         "bf16_matmul": bf16,
+        "loss_vocab": None if vocab is None else int(vocab.shape[0]),
         "steps_timed": len(times),
         "first_step_s": round(compile_s, 2),
         "step_s_mean": round(total / len(times), 3),
@@ -103,8 +122,9 @@ def main() -> None:
     results = []
     for mode in args.modes.split(","):
         pack = mode.startswith("packed")
-        bf16 = mode.endswith("bf16")
-        r = run(model, recs, pack, bf16, args.steps, batch=args.batch, seq=args.seq)
+        bf16 = "-bf16" in mode
+        data_vocab = mode.endswith("-datavocab")
+        r = run(model, recs, pack, bf16, args.steps, args.batch, args.seq, data_vocab)
         r["mode"] = mode
         print(json.dumps({k: v for k, v in r.items() if k != "losses"}), flush=True)
         results.append(r)
