@@ -26,7 +26,7 @@ import jax
 
 from cotune.config import load_config
 from cotune.runtime import enable_compilation_cache
-from cotune.train.loss import data_vocabulary
+from cotune.train.loss import SampledVocab
 from cotune.train.mesh import put_batch
 from cotune.train.plan import plan_for, tokenize
 from cotune.train.step import build_state
@@ -67,13 +67,16 @@ def run(
     )
     examples, stats = tokenize(cfg, model.tokenizer, recs)
     plan = plan_for(cfg, examples)
-    vocab = data_vocabulary(examples) if data_vocab else None
+    vocab = None
+    if data_vocab:
+        size = model.module.embedder.input_embedding[...].shape[0]
+        vocab = SampledVocab.build(examples, size, cfg.train.loss_negatives)
     state = build_state(model.module, cfg, len(plan), vocab)
     times, toks, trained, losses = [], 0, 0, []
     compile_s = None
     for s in range(len(plan)):
         b = plan.batch(examples, s, model.tokenizer.pad_id)
-        arrays = put_batch(b.arrays(), state.mesh)
+        arrays = put_batch(state.step_arrays(b.arrays(), s), state.mesh)
         t0 = time.perf_counter()
         loss, _ = state.step(arrays)
         loss = float(loss)
@@ -89,7 +92,7 @@ def run(
     return {
         "pack": pack,
         "bf16_matmul": bf16,
-        "loss_vocab": None if vocab is None else int(vocab.shape[0]),
+        "loss_vocab": None if vocab is None else [len(vocab.vocab), vocab.k],
         "steps_timed": len(times),
         "first_step_s": round(compile_s, 2),
         "step_s_mean": round(total / len(times), 3),

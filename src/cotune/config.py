@@ -178,12 +178,17 @@ class TrainCfg(_Strict):
         64, ge=1, description="trained-position gather bucket is rounded up to this"
     )
     # "data": the training loss's softmax runs over the tokens that occur as targets in the
-    # run's training data instead of Gemma's whole 262,144-token vocabulary. The output
-    # projection is then ~1% of its full cost (it is a fifth of a LoRA step on the 270M),
-    # at the price of never pushing down the logits of tokens the data does not use;
-    # evaluation and validation loss stay over the full vocabulary (docs/recipe.md).
+    # run's training data plus `loss_negatives` tokens drawn uniformly from the rest of
+    # Gemma's 262,144-token vocabulary each step, weighted to stand for all of the rest (a
+    # sampled softmax). The output projection is then a few percent of its full cost (it is
+    # a fifth of a LoRA step on the 270M). Without the drawn tokens nothing holds the
+    # unused tokens' logits down and generation degenerates (docs/recipe.md); evaluation
+    # and validation loss stay over the full vocabulary.
     loss_vocab: Literal["full", "data"] = Field(
         "full", description="softmax of the training loss over the whole vocabulary or the data's"
+    )
+    loss_negatives: Int = Field(
+        16384, ge=1, description="loss_vocab: data: tokens drawn from the rest per micro-batch"
     )
 
 

@@ -12,6 +12,7 @@ chunks so no ``[N, vocab]`` tensor exists at all (:func:`frozen_projected_ce_bf1
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -163,7 +164,7 @@ def _embedding_frozen(module: Any) -> bool:
 def data_vocabulary(examples: Any) -> np.ndarray:
     """The sorted token ids that are training targets somewhere in ``examples``.
 
-    What ``train.loss_vocab: data`` restricts the loss's softmax to. Every label a step can
+    What ``train.loss_vocab: data`` keeps in the loss's softmax. Every label a step can
     hold is in it (padding entries have weight 0 and are clipped into range).
     """
     ids = [np.asarray(e.tokens)[np.asarray(e.loss_mask, bool)] for e in examples]
@@ -172,16 +173,65 @@ def data_vocabulary(examples: Any) -> np.ndarray:
     return np.unique(np.concatenate(ids)).astype(np.int32)
 
 
-def restrict_vocabulary(
-    embedding: jax.Array, labels: jax.Array, vocab: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """The rows of ``embedding`` for the sorted ids ``vocab``, and ``labels`` as row indices.
+@dataclass(frozen=True)
+class SampledVocab:
+    """``train.loss_vocab: data``: the data's target tokens plus ``k`` drawn from the rest.
 
-    A label outside ``vocab`` (only bucket padding, whose weight is 0) maps to a valid row.
+    A sampled softmax: each micro-batch's partition function is the sum over the data's
+    tokens plus ``len(rest) / k`` times the sum over ``k`` tokens drawn uniformly (with
+    replacement) from the rest, an unbiased estimate of the full sum. The data tokens alone
+    are not enough: their softmax is blind to every other logit, training lets those drift
+    up, and generation over the full vocabulary then emits them. Draws are seeded by
+    ``(seed, step)``, so a resumed run draws what an uninterrupted one would.
     """
-    rows = jnp.take(embedding, vocab, axis=0)
-    idx = jnp.clip(jnp.searchsorted(vocab, labels), 0, vocab.shape[0] - 1)
-    return rows, idx.astype(labels.dtype)
+
+    vocab: np.ndarray  # int32 [D], sorted: the data's target tokens
+    rest: np.ndarray  # int32 [V - D]: every other token id
+    k: int
+    seed: int = 0
+
+    @classmethod
+    def build(cls, examples: Any, vocab_size: int, k: int, seed: int = 0) -> SampledVocab:
+        vocab = data_vocabulary(examples)
+        rest = np.setdiff1d(np.arange(vocab_size, dtype=np.int32), vocab).astype(np.int32)
+        return cls(vocab, rest, k, seed)
+
+    @property
+    def log_weight(self) -> float:
+        """The log of how many rest tokens each drawn one stands for."""
+        return float(np.log(len(self.rest) / self.k))
+
+    def negatives(self, step: int, micro_batches: int) -> np.ndarray:
+        """int32 ``[micro_batches, k]``: the rest tokens drawn for step ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        return self.rest[rng.integers(0, len(self.rest), (micro_batches, self.k))]
+
+
+def restrict_vocabulary(
+    hidden: jax.Array,
+    embedding: jax.Array,
+    labels: jax.Array,
+    vocab: jax.Array,
+    negatives: jax.Array | None = None,
+    log_weight: float = 0.0,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(hidden, rows, labels)`` for cross-entropy over ``vocab`` (+ weighted ``negatives``).
+
+    ``rows`` are the embedding rows of the sorted ids ``vocab`` followed by those of
+    ``negatives``; ``labels`` become row indices (a label outside ``vocab``, only bucket
+    padding of weight 0, maps to a valid row). A negative's weight is a constant added to its
+    logit, carried as one more column: ``[h, 1] . [e, log_weight]``.
+    """
+    idx = jnp.clip(jnp.searchsorted(vocab, labels), 0, vocab.shape[0] - 1).astype(labels.dtype)
+    ids = vocab if negatives is None else jnp.concatenate([vocab, negatives])
+    rows = jnp.take(embedding, ids, axis=0)
+    if negatives is not None:
+        bias = jnp.concatenate(
+            [jnp.zeros(vocab.shape, rows.dtype), jnp.full(negatives.shape, log_weight, rows.dtype)]
+        )
+        rows = jnp.concatenate([rows, bias[:, None]], axis=1)
+        hidden = jnp.concatenate([hidden, jnp.ones((hidden.shape[0], 1), hidden.dtype)], axis=1)
+    return hidden, rows, idx
 
 
 def token_losses(
@@ -190,6 +240,7 @@ def token_losses(
     bf16: bool = False,
     frozen_embedding: bool | None = None,
     vocab: jax.Array | None = None,
+    log_weight: float = 0.0,
 ) -> jax.Array:
     """Per-entry cross-entropy ``[K]`` for one micro-batch (``weights`` not applied).
 
@@ -198,7 +249,9 @@ def token_losses(
     embedding is outside the trained state (LoRA, or a full fine-tune without
     ``train.train_embedding``); ``None`` infers it from the presence of LoRA adapters.
     ``vocab``: sorted token ids the softmax runs over (``train.loss_vocab: data``; every
-    label must be one of them); ``None`` is the whole vocabulary.
+    label must be one of them), with ``mb["negatives"]`` (if present) drawn from the rest,
+    each standing for ``exp(log_weight)`` tokens (:class:`SampledVocab`); ``None`` is the
+    whole vocabulary.
     """
     mask = attention_mask(mb["segments"], jnp)
     h = hidden_states(module, mb["tokens"], mb["positions"], mask)
@@ -206,7 +259,9 @@ def token_losses(
     picked = jnp.take(h.reshape(b * n, d), mb["gather"], axis=0)
     embedding, labels = module.embedder.input_embedding[...], mb["labels"]
     if vocab is not None:
-        embedding, labels = restrict_vocabulary(embedding, labels, vocab)
+        picked, embedding, labels = restrict_vocabulary(
+            picked, embedding, labels, vocab, mb.get("negatives"), log_weight
+        )
     if bf16:
         if frozen_embedding is None:
             frozen_embedding = _embedding_frozen(module)
@@ -222,9 +277,11 @@ def summed_loss(
     bf16: bool = False,
     frozen_embedding: bool | None = None,
     vocab: jax.Array | None = None,
+    log_weight: float = 0.0,
 ) -> jax.Array:
     """Sum of weighted token losses of one micro-batch (divide by the step's token count)."""
-    return jnp.sum(token_losses(module, mb, bf16, frozen_embedding, vocab) * mb["weights"])
+    ce = token_losses(module, mb, bf16, frozen_embedding, vocab, log_weight)
+    return jnp.sum(ce * mb["weights"])
 
 
 def per_example_loss(

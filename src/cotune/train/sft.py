@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from cotune.config import RunConfig
@@ -27,7 +26,7 @@ from cotune.train.batches import Example, Plan, TokenizeStats, as_dict
 from cotune.train.checkpoint import RunCheckpoints, fingerprint
 from cotune.train.errors import diverged
 from cotune.train.load import load_base
-from cotune.train.loss import data_vocabulary
+from cotune.train.loss import SampledVocab
 from cotune.train.mesh import check_mesh, maybe_initialize_distributed, put_batch
 from cotune.train.metrics import MetricsLogger
 from cotune.train.plan import dry_run, load_records
@@ -108,7 +107,11 @@ def train(
     val_records = [as_dict(r) for r in (val_records or [])]
     planned = dry_run(cfg, model.tokenizer, [as_dict(r) for r in train_records])
     plan = planned.plan
-    vocab = data_vocabulary(planned.examples) if cfg.train.loss_vocab == "data" else None
+    vocab = None
+    if cfg.train.loss_vocab == "data":
+        vocab_size = model.module.embedder.input_embedding[...].shape[0]
+        t = cfg.train
+        vocab = SampledVocab.build(planned.examples, vocab_size, t.loss_negatives, t.seed)
     state = build_state(model.module, cfg, len(plan), vocab)
     ckpts = RunCheckpoints(out, keep=cfg.train.keep_checkpoints)
     try:
@@ -213,7 +216,7 @@ class _Session:
     def _step(self, step: int) -> tuple[Any, float, float, float]:
         """Train on step ``step``'s batch; (batch, seconds, loss, grad norm)."""
         batch = self.plan.batch(self.examples, step, self.model.tokenizer.pad_id)
-        arrays = put_batch(batch.arrays(), self.state.mesh)
+        arrays = put_batch(self.state.step_arrays(batch.arrays(), step), self.state.mesh)
         t0 = time.perf_counter()
         loss, gnorm = self.state.step(arrays)
         batch_digest(self.pos.digest, self.plan, self.examples, step)
@@ -310,7 +313,7 @@ def _write_run_json(
     plan: Plan,
     state: TrainState,
     stats: TokenizeStats,
-    vocab: np.ndarray | None = None,
+    vocab: SampledVocab | None = None,
 ) -> None:
     """What :func:`cotune.train.load.load_run` rebuilds the base model from, and the plan."""
     meta = {
@@ -324,6 +327,8 @@ def _write_run_json(
         "total_params": state.n_total,
         "data": stats.summary(),
         # The tokens the training loss's softmax ran over (train.loss_vocab).
-        "loss_vocab": "full" if vocab is None else {"data": int(vocab.shape[0])},
+        "loss_vocab": "full"
+        if vocab is None
+        else {"data": int(vocab.vocab.shape[0]), "negatives": vocab.k},
     }
     (out / "run.json").write_text(json.dumps(info, indent=2), encoding="utf-8")

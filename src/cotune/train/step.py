@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import NamedSharding
@@ -25,7 +24,7 @@ from jax.sharding import NamedSharding
 from cotune.config import RunConfig
 from cotune.lora import apply_lora, count_params
 from cotune.train.forward import split_for_training
-from cotune.train.loss import summed_loss
+from cotune.train.loss import SampledVocab, summed_loss
 from cotune.train.mesh import make_mesh, replicated, shard_state, state_shardings
 
 
@@ -62,20 +61,22 @@ def make_train_step(
     bf16: bool,
     shardings: tuple[Any, Any, Any] | None = None,
     frozen_embedding: bool | None = None,
-    vocab: np.ndarray | None = None,
+    vocab: SampledVocab | None = None,
 ):
     """``step(trainable, opt_state, frozen, batch) -> (trainable, opt_state, loss, grad_norm)``.
 
     ``batch`` arrays have a leading micro-batch axis ``A``; gradients of the summed token
     losses are accumulated over it with ``lax.scan`` and divided by the step's trained-token
     count, so accumulation is exact (token-weighted), not a mean of micro-batch means.
-    ``vocab``: the sorted token ids of ``train.loss_vocab: data`` (``None``: all of them).
+    ``vocab``: the sampled softmax of ``train.loss_vocab: data``; ``batch`` then also holds
+    ``negatives [A, k]`` (:meth:`SampledVocab.negatives`). ``None``: the whole vocabulary.
     """
-    vocab_ids = None if vocab is None else jnp.asarray(vocab, jnp.int32)
+    vocab_ids = None if vocab is None else jnp.asarray(vocab.vocab, jnp.int32)
+    log_weight = 0.0 if vocab is None else vocab.log_weight
 
     def loss_sum(trainable: Any, frozen: Any, mb: dict[str, jax.Array]) -> jax.Array:
         module = nnx.merge(graphdef, trainable, frozen)
-        return summed_loss(module, mb, bf16, frozen_embedding, vocab_ids)
+        return summed_loss(module, mb, bf16, frozen_embedding, vocab_ids, log_weight)
 
     grad_fn = jax.value_and_grad(loss_sum)
 
@@ -128,6 +129,14 @@ class TrainState:
     mesh: Any
     n_trainable: int
     n_total: int
+    vocab: SampledVocab | None = None  # train.loss_vocab: data
+
+    def step_arrays(self, arrays: dict[str, Any], step: int) -> dict[str, Any]:
+        """Step ``step``'s batch arrays with what the loss needs besides them (the drawn
+        negatives of ``train.loss_vocab: data``)."""
+        if self.vocab is None:
+            return arrays
+        return {**arrays, "negatives": self.vocab.negatives(step, arrays["tokens"].shape[0])}
 
     def step(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
         """One optimizer step; returns (loss, grad_norm)."""
@@ -143,12 +152,12 @@ class TrainState:
 
 
 def build_state(
-    module: Any, cfg: RunConfig, total_steps: int, vocab: np.ndarray | None = None
+    module: Any, cfg: RunConfig, total_steps: int, vocab: SampledVocab | None = None
 ) -> TrainState:
     """Adapters (LoRA) or a full fine-tune split, sharded on the configured mesh, with an
     optimizer for a run of ``total_steps`` (a resumed run that changed length gets the
-    schedule of its new length). ``vocab``: the loss's token ids under
-    ``train.loss_vocab: data`` (:func:`cotune.train.loss.data_vocabulary`)."""
+    schedule of its new length). ``vocab``: the sampled softmax of ``train.loss_vocab: data``
+    (:class:`cotune.train.loss.SampledVocab`)."""
     if cfg.lora.enabled:
         module = apply_lora(module, cfg.lora, seed=cfg.train.seed)
     train_emb = not cfg.lora.enabled and cfg.train.train_embedding
@@ -175,5 +184,5 @@ def build_state(
     )
     return TrainState(
         module, trainable, frozen, opt_state, step_fn, make_schedule(cfg, total_steps), mesh,
-        n_train, n_total,
+        n_train, n_total, vocab,
     )  # fmt: skip
