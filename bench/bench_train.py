@@ -67,10 +67,7 @@ def run(
     )
     examples, stats = tokenize(cfg, model.tokenizer, recs)
     plan = plan_for(cfg, examples)
-    vocab = None
-    if data_vocab:
-        size = model.module.embedder.input_embedding[...].shape[0]
-        vocab = SampledVocab.build(examples, size, cfg.train.loss_negatives)
+    vocab = SampledVocab.for_run(cfg, examples, model.module)
     state = build_state(model.module, cfg, len(plan), vocab)
     times, toks, trained, losses = [], 0, 0, []
     compile_s = None

@@ -201,6 +201,14 @@ class SampledVocab:
         """The log of how many rest tokens each drawn one stands for."""
         return float(np.log(len(self.rest) / self.k))
 
+    @classmethod
+    def for_run(cls, cfg: Any, examples: Any, module: Any) -> SampledVocab | None:
+        """What a run's ``train.loss_vocab`` asks for (``None``: the whole vocabulary)."""
+        if cfg.train.loss_vocab != "data":
+            return None
+        size = module.embedder.input_embedding[...].shape[0]
+        return cls.build(examples, size, cfg.train.loss_negatives, cfg.train.seed)
+
     def negatives(self, step: int, micro_batches: int) -> np.ndarray:
         """int32 ``[micro_batches, k]``: the rest tokens drawn for step ``step``."""
         rng = np.random.default_rng([self.seed, step])

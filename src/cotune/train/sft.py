@@ -107,11 +107,7 @@ def train(
     val_records = [as_dict(r) for r in (val_records or [])]
     planned = dry_run(cfg, model.tokenizer, [as_dict(r) for r in train_records])
     plan = planned.plan
-    vocab = None
-    if cfg.train.loss_vocab == "data":
-        vocab_size = model.module.embedder.input_embedding[...].shape[0]
-        t = cfg.train
-        vocab = SampledVocab.build(planned.examples, vocab_size, t.loss_negatives, t.seed)
+    vocab = SampledVocab.for_run(cfg, planned.examples, model.module)
     state = build_state(model.module, cfg, len(plan), vocab)
     ckpts = RunCheckpoints(out, keep=cfg.train.keep_checkpoints)
     try:
