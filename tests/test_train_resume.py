@@ -227,3 +227,34 @@ def test_config_errors_are_one_line_exit_2(tmp_path: Path, text, over, named) ->
     assert len(lines) == 1 and lines[0].startswith("config error:"), r.output
     assert flat(named) in flat(r.output) and flat(str(path)) in flat(r.output)
     assert not (tmp_path / "r").exists()
+
+
+def test_lora_plus_ratio_scales_only_the_b_updates(cfg):
+    """``optim.lora_plus_ratio``: B matrices move ``ratio`` times as far as with 1.0, A
+    matrices exactly as far; a ratio below 1 is refused with the key named."""
+    from cotune.config import ConfigError
+    from cotune.model import load
+    from cotune.train.step import build_state, is_lora_b, make_optimizer
+
+    base = cfg()
+    state = build_state(load("tiny").module, base, 10)
+    grads = jax.tree.map(lambda x: np.full(x.shape, 0.5, np.float32), state.trainable)
+
+    def updates(c):
+        tx = make_optimizer(c, 10)
+        s = tx.init(state.trainable)
+        for _ in range(3):
+            u, s = tx.update(grads, s, state.trainable)
+        return {
+            jax.tree_util.keystr(p): (is_lora_b(p), np.asarray(x))
+            for p, x in jax.tree_util.tree_leaves_with_path(u)
+        }
+
+    one, four = updates(base), updates(cfg("optim.lora_plus_ratio=4"))
+    kinds = {b for b, _ in one.values()}
+    assert kinds == {True, False}  # both kinds of adapter matrix are trained
+    for key, (b, u1) in one.items():
+        assert np.abs(u1).max() > 0
+        np.testing.assert_allclose(four[key][1], u1 * (4.0 if b else 1.0), rtol=1e-6)
+    with pytest.raises(ConfigError, match="optim.lora_plus_ratio"):
+        cfg("optim.lora_plus_ratio=0.5")

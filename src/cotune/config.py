@@ -151,6 +151,11 @@ class OptimCfg(_Strict):
     min_lr_ratio: Float = Field(0.1, ge=0, le=1)
     grad_clip: Float | None = Field(1.0, gt=0)
     grad_accum: Int = Field(1, ge=1)
+    lora_plus_ratio: Float = Field(
+        1.0,
+        ge=1,
+        description="LoRA+: the adapters' B matrices learn this many times faster than A",
+    )
 
 
 class MeshCfg(_Strict):

@@ -46,12 +46,34 @@ def make_schedule(cfg: RunConfig, total_steps: int) -> optax.Schedule:
     )
 
 
+def is_lora_b(path: tuple) -> bool:
+    """Whether a trainable leaf's pytree path ends in a LoRA ``B`` matrix (``*_lora_b``)."""
+    names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+    return any(isinstance(n, str) and n.endswith("_lora_b") for n in names)
+
+
 def make_optimizer(cfg: RunConfig, total_steps: int) -> optax.GradientTransformation:
-    """AdamW on :func:`make_schedule`, global-norm clipping."""
+    """AdamW on :func:`make_schedule`, global-norm clipping.
+
+    ``optim.lora_plus_ratio`` > 1 (LoRA+, Hayou et al. 2024): the updates of the adapters'
+    ``B`` matrices are scaled by it, so ``B`` learns at ``ratio * lr`` and ``A`` at ``lr``.
+    With ``B`` starting at zero and one rate for both, ``B`` is the slow side of the
+    product in wide models; a larger rate for ``B`` alone speeds learning where raising
+    the shared rate makes ``A`` unstable. Adam's update does not depend on the gradient's
+    scale, so scaling the update is scaling that matrix's learning rate.
+    """
     o = cfg.optim
     sched = make_schedule(cfg, total_steps)
     parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip else []
     parts.append(optax.adamw(sched, b1=0.9, b2=0.999, eps=1e-8, weight_decay=o.weight_decay))
+    if cfg.lora.enabled and o.lora_plus_ratio != 1.0:
+        ratio = o.lora_plus_ratio
+        parts.append(
+            optax.masked(
+                optax.scale(ratio),
+                lambda tree: jax.tree_util.tree_map_with_path(lambda p, _: is_lora_b(p), tree),
+            )
+        )
     return optax.chain(*parts)
 
 
