@@ -37,7 +37,7 @@ def fake_generate(monkeypatch):
     calls: list[dict] = []
 
     def generate(model, prompts, *, max_new_tokens, temperature, top_k, top_p, seed,
-                 stop_strings, calculator):  # fmt: skip
+                 stop_strings, calculator, batch_size=None, on_finish=None):  # fmt: skip
         texts = [model.tokenizer.decode(ids) for ids in prompts]  # the prompt the model sees
         calls.append({"prompts": texts, "seed": seed, "stop_strings": stop_strings,
                       "temperature": temperature, "calculator": calculator})  # fmt: skip
@@ -51,6 +51,8 @@ def fake_generate(monkeypatch):
             else:
                 a = "4" if "2 + 2" in q else "9"
                 outs.append(f"<reasoning>{q[8:-1]} = {a}</reasoning>\n<answer>{a}</answer>")
+        for i in range(len(outs)) if on_finish is not None else ():
+            on_finish(i, None)
         return outs
 
     monkeypatch.setattr("cotune.generate.generate", generate)

@@ -174,6 +174,44 @@ def test_batch_size_split_gives_same_tokens(model):
     assert [g.token_ids for g in a] == [g.token_ids for g in b]
 
 
+def test_rounds_give_the_one_pass_completions(model):
+    """Greedy decoding in rounds of a few tokens (rows re-batched with what they wrote as
+    prompt) gives exactly the one-pass tokens, texts and finish reasons, including a stop
+    string that spans two rounds and rows finishing in different rounds."""
+    tok = model.tokenizer
+    texts = ["12 + 7 =", "What is the price of 3 apples after the discount?", "a", "total"]
+    prompts = [[tok.bos_id, *tok.encode(t)] for t in texts]
+    kw = dict(max_new_tokens=30, compute_dtype="float32", batch_size=2)
+    one = generate_detailed(model, prompts, stop_strings=[], round_tokens=None, **kw)
+    assert {g.finish_reason for g in one} == {"length"}  # every row runs through 4 rounds
+    finished: list[int] = []
+    got = generate_detailed(
+        model,
+        prompts,
+        stop_strings=[],
+        round_tokens=8,
+        on_finish=lambda i, g: finished.append(i),
+        **kw,
+    )
+    assert [(g.token_ids, g.text, g.finish_reason) for g in got] == [
+        (g.token_ids, g.text, g.finish_reason) for g in one
+    ]
+    assert sorted(finished) == [0, 1, 2, 3]
+    # a stop string made of the text around the end of the first round (tokens 6-10)
+    ids = one[1].token_ids
+    head, span = tok.decode(ids[:6]), tok.decode(ids[:10])
+    stop = span[len(head) :]
+    assert stop.strip() and stop not in head
+    a = generate_detailed(model, prompts, stop_strings=[stop], round_tokens=None, **kw)
+    b = generate_detailed(model, prompts, stop_strings=[stop], round_tokens=8, **kw)
+    assert a[1].finish_reason == "stop"
+    assert [(g.token_ids, g.text, g.finish_reason) for g in b] == [
+        (g.token_ids, g.text, g.finish_reason) for g in a
+    ]
+    with pytest.raises(ValueError, match="round_tokens"):
+        generate(model, ["x"], round_tokens=0)
+
+
 def test_text_prompts_use_format_with_one_bos(model):
     tok = model.tokenizer
     (ids,) = encode_prompts(model, ["What is 2 + 3?"])

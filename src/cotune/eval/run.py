@@ -164,6 +164,9 @@ def _generate_all(
 
     Prompts go to the generator as token ids built here, so the prompt scored is exactly the
     one recorded in the report; as ids carry no schema, the schema's stop strings go with them.
+    Greedy decoding hands every prompt to the generator at once, which batches them by
+    length and decodes in rounds (:mod:`cotune.generate.api`); sampled decoding goes batch
+    by batch, each batch seeded by its index, so a sample depends only on its batch.
     """
     # imported here: scoring given predictions (the CLI's --predictions) never needs JAX
     from cotune.generate import generate
@@ -177,8 +180,21 @@ def _generate_all(
     comps: list[list[str]] = [[] for _ in records]
     limits: list[list[bool | None]] = [[] for _ in records]
     total = len(records) * samples
+    greedy = gen_kwargs.get("temperature", 0.0) == 0.0 or gen_kwargs.get("top_k") == 1
     with progress_bar("generating", enabled=progress) as bar:
         task = bar.add_task("", total=total)
+        if greedy and samples == 1:
+            outs = generate(
+                model,
+                prompts,
+                **kwargs,
+                batch_size=batch_size,
+                on_finish=lambda i, g: bar.advance(task, 1),
+            )
+            for j, text in enumerate(outs):
+                comps[j].append(text)
+                limits[j].append(len(tok.encode(text)) >= max_new)
+            return comps, limits
         for k in range(samples):
             for b, start in enumerate(range(0, len(records), batch_size)):
                 batch = prompts[start : start + batch_size]

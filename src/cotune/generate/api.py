@@ -5,6 +5,17 @@ folds any LoRA into the weights (:func:`cotune.lora.without_lora`), picks the de
 precision, sorts prompts by length so similar lengths share a batch, and hands each batch
 to the host loop (:func:`cotune.generate.host.generate_batch`), with the calculator when
 asked (:func:`cotune.generate.host.calculator_text`).
+
+**Rounds** (greedy decoding). A batch decodes until its longest row ends, and every row
+costs a step until then: with reasoning completions of 30 to 250 tokens and the odd one
+that loops to the budget, most of a batch's steps go to rows already finished. So greedy
+generation runs in rounds of at most ``round_tokens`` new tokens: each round decodes every
+unfinished row, and a row still going at the round's end comes back in the next round as
+its prompt plus what it wrote so far, re-batched with the other such rows. Greedy decoding
+from ``prompt + text`` is the decoding that would have gone on (the keys and values of the
+text are computed by prefill instead of step by step, the same arithmetic in float32); a
+stop string split across two rounds is found in the joined text. Sampling keeps one pass
+per batch, since its per-row random stream is keyed by step.
 """
 
 from __future__ import annotations
@@ -14,8 +25,19 @@ from typing import Literal
 
 from cotune import format as fmt
 from cotune.generate import gemma3
-from cotune.generate.host import Generation, calculator_text, generate_batch
+from cotune.generate.host import (
+    Generation,
+    calculator_text,
+    find_stop,
+    generate_batch,
+    tokens_covering,
+)
 from cotune.lora import without_lora
+
+# New tokens per round of greedy decoding (module docstring): long enough that a round's
+# prefill (prompt + text so far) is a small part of it, short enough that a round ends
+# before most of its rows would idle.
+ROUND_TOKENS = 128
 
 
 def encode_prompts(model, prompts, *, template="chat", schema="tags", raw=False) -> list[list[int]]:
@@ -56,8 +78,16 @@ def generate_detailed(
     chunk: int | None = None,
     compute_dtype: Literal["float32", "bfloat16"] | None = None,
     calculator: bool = False,
+    round_tokens: int | None = ROUND_TOKENS,
+    on_finish: Callable[[int, Generation], None] | None = None,
 ) -> list[Generation]:
     """Like :func:`generate` but returns :class:`Generation` records (ids, finish reason).
+
+    ``round_tokens``: greedy decoding runs in rounds of at most that many new tokens
+    (module docstring); ``None`` decodes each batch in one pass. Rounds are skipped with
+    sampling, streaming (``on_token``) and the calculator, which follow each row step by
+    step. ``on_finish(i, generation)`` is called as prompt ``i``'s completion is final (for
+    progress bars: with rounds, rows finish out of order).
 
     ``compute_dtype``: ``"float32"`` decodes exactly as the float32 model (token for token
     the full forward's greedy choice); ``"bfloat16"`` keeps weights, KV cache and output
@@ -94,34 +124,66 @@ def generate_detailed(
             else fmt.stop_strings(schema)
         )
     stops = [s for s in stop_strings if s]
+    if round_tokens is not None and round_tokens < 1:
+        raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
     greedy = temperature == 0.0 or top_k == 1
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths batch together
+    rounds = greedy and not calculator and on_token is None and round_tokens is not None
+    per_round = min(round_tokens, max_new_tokens) if rounds and round_tokens else max_new_tokens
     bs = batch_size or len(ids) or 1
+    written: dict[int, list[int]] = {i: [] for i in range(len(ids))}  # ids so far, per row
     results: dict[int, Generation] = {}
-    for start in range(0, len(order), bs):
-        rows = order[start : start + bs]
-        for i, g in zip(
-            rows,
-            generate_batch(
-                model,
-                [ids[i] for i in rows],
+    todo = list(range(len(ids)))
+    while todo:
+        todo.sort(key=lambda i: len(ids[i]) + len(written[i]))  # similar lengths batch together
+        budget = min(per_round, max_new_tokens - len(written[todo[0]]))  # the same for all
+        again = []
+        for start in range(0, len(todo), bs):
+            rows = todo[start : start + bs]
+            for i, g in zip(
                 rows,
-                max_new_tokens,
-                temperature,
-                top_k,
-                top_p,
-                seed,
-                stops,
-                on_token,
-                greedy,
-                chunk,
-                compute_dtype,
-                calculator_text if calculator else None,
-            ),
-            strict=True,
-        ):
-            results[i] = g
+                generate_batch(
+                    model,
+                    [ids[i] + written[i] for i in rows],
+                    rows,
+                    budget,
+                    temperature,
+                    top_k,
+                    top_p,
+                    seed,
+                    stops,
+                    on_token,
+                    greedy,
+                    chunk,
+                    compute_dtype,
+                    calculator_text if calculator else None,
+                ),
+                strict=True,
+            ):
+                if written[i]:
+                    g = _joined(model.tokenizer, written[i], g, stops, len(ids[i]))
+                if g.finish_reason == "length" and len(g.token_ids) < max_new_tokens:
+                    written[i] = g.token_ids
+                    again.append(i)
+                else:
+                    results[i] = g
+                    if on_finish is not None:
+                        on_finish(i, g)
+        todo = again
     return [results[i] for i in range(len(ids))]
+
+
+def _joined(tok, before: list[int], g: Generation, stops, prompt_tokens: int) -> Generation:
+    """A row's completion from the ids of its earlier rounds and its last round ``g``: the
+    joined text cut at its first stop string (one may span two rounds) or end token."""
+    ids = before + g.token_ids
+    own = ids[:-1] if g.finish_reason == "end" else ids
+    text = tok.decode(own)
+    hit = find_stop(text, stops) if stops else None
+    if hit is not None:
+        cut = hit[0]
+        k = tokens_covering(tok, own, cut)
+        return Generation(tok.decode(own[:k])[:cut], own[:k], "stop", prompt_tokens)
+    return Generation(text, ids, g.finish_reason, prompt_tokens)
 
 
 def generate(model, prompts, **kwargs) -> list[str]:

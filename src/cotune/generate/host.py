@@ -224,7 +224,7 @@ def generate_batch(
         end_at = next((k for k, t in enumerate(gen) if t in tok.end_ids), None)
         if r in stopped:
             cut, _ = stopped[r]
-            k = _tokens_covering(tok, gen, cut)
+            k = tokens_covering(tok, gen, cut)
             text = tok.decode(gen[:k])[:cut]
             results.append(Generation(text, gen[:k], "stop", len(ids[r])))
         elif end_at is not None:
@@ -246,7 +246,7 @@ def _until_end(ids, end_ids) -> list[int]:
     return out
 
 
-def _tokens_covering(tok, ids: list[int], n_chars: int) -> int:
+def tokens_covering(tok, ids: list[int], n_chars: int) -> int:
     """Fewest leading tokens whose decoded text reaches ``n_chars`` characters."""
     for k in range(1, len(ids) + 1):
         if len(tok.decode(ids[:k])) >= n_chars:
