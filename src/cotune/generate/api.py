@@ -161,7 +161,7 @@ def generate_detailed(
             ):
                 if written[i]:
                     g = _joined(model.tokenizer, written[i], g, stops, len(ids[i]))
-                if g.finish_reason == "length" and len(g.token_ids) < max_new_tokens:
+                if rounds and g.finish_reason == "length" and len(g.token_ids) < max_new_tokens:
                     written[i] = g.token_ids
                     again.append(i)
                 else:
