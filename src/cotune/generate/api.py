@@ -128,7 +128,7 @@ def generate_detailed(
         raise ValueError(f"round_tokens must be >= 1 or None, got {round_tokens}")
     greedy = temperature == 0.0 or top_k == 1
     rounds = greedy and not calculator and on_token is None and round_tokens is not None
-    per_round = min(round_tokens, max_new_tokens) if rounds and round_tokens else max_new_tokens
+    per_round = min(round_tokens, max_new_tokens) if rounds else max_new_tokens
     bs = batch_size or len(ids) or 1
     written: dict[int, list[int]] = {i: [] for i in range(len(ids))}  # ids so far, per row
     results: dict[int, Generation] = {}

@@ -57,10 +57,10 @@ def make_optimizer(cfg: RunConfig, total_steps: int) -> optax.GradientTransforma
 
     ``optim.lora_plus_ratio`` > 1 (LoRA+, Hayou et al. 2024): the updates of the adapters'
     ``B`` matrices are scaled by it, so ``B`` learns at ``ratio * lr`` and ``A`` at ``lr``.
-    With ``B`` starting at zero and one rate for both, ``B`` is the slow side of the
-    product in wide models; a larger rate for ``B`` alone speeds learning where raising
-    the shared rate makes ``A`` unstable. Adam's update does not depend on the gradient's
-    scale, so scaling the update is scaling that matrix's learning rate.
+    The paper finds one shared rate leaves ``B`` (which starts at zero) the slow side of
+    the product in wide models; on the quickstart's recipe at lr 1e-3, ratio 4 was
+    unstable (docs/recipe.md), so it is off by default. Adam's update does not depend on
+    the gradient's scale, so scaling the update is scaling that matrix's learning rate.
     """
     o = cfg.optim
     sched = make_schedule(cfg, total_steps)
