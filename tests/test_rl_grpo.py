@@ -90,6 +90,39 @@ def test_loss_log_probs_equal_each_prompt_alone() -> None:
         np.testing.assert_allclose(got[r, : len(c)], want, atol=1e-4)
 
 
+def test_streamed_bf16_log_probs_and_gradient_match_float32() -> None:
+    """``bf16=True`` streams the vocabulary instead of materialising ``[B, C, vocab]``
+    logits; its log-probs and its loss gradient must be those of the float32 path up to
+    bf16 rounding, at a temperature other than 1 (folded into the hidden states)."""
+    cfg = load_config(None, ["lora.rank=2"])
+    model = ensure_lora(load("tiny"), cfg.lora)
+    tok = model.tokenizer
+    prompts = [tok.encode_segments(fmt.prompt_segments(q)) for q in ("2 + 2?", "What is 12 * 4?")]
+    comps = [tok.encode("<reasoning>4</reasoning>") + [tok.end_of_turn_id], tok.encode("48")]
+    graphdef, lora, rest = nnx.split(model.module, nnx.LoRAParam, ...)
+    # LoRA B starts at zero; perturb it so the adapters' gradient path is exercised
+    leaves, tree = jax.tree.flatten(lora)
+    keys = jax.random.split(jax.random.key(0), len(leaves))
+    lora = jax.tree.unflatten(
+        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
+    lb = loss_batch(prompts, comps, tok.pad_id, 12)
+    out = {}
+    for bf16 in (False, True):
+        lp_fn, grad_fn = make_loss_fns(graphdef, rest, LossCfg(0.04, 0.2, 0.7, "low_var_kl", bf16))
+        lp = lp_fn(lora, lb)
+        adv = jnp.asarray([1.0, -1.0])
+        (loss, _), grads = grad_fn(lora, lb, adv, lp - 0.01, lp + 0.02)
+        out[bf16] = (np.asarray(lp) * np.asarray(lb.mask), float(loss), grads)
+    np.testing.assert_allclose(out[True][0], out[False][0], atol=0.05)
+    assert out[True][1] == pytest.approx(out[False][1], rel=0.02, abs=1e-3)
+    g32 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(out[False][2])])
+    g16 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(out[True][2])])
+    assert np.linalg.norm(g32) > 0
+    cos = g16 @ g32 / (np.linalg.norm(g16) * np.linalg.norm(g32))
+    assert cos > 0.99, cos
+
+
 def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:
     """Rollouts come from cotune.generate: greedy ones are the plain model's greedy tokens,
     cut after the end token or the closing answer tag."""

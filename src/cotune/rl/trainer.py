@@ -97,7 +97,13 @@ class GRPOTrainer:
         self.opt_state = self.tx.init(lora)
         self.step = 0
         self.history = History()
-        loss_cfg = LossCfg(self.rl.beta, self.rl.epsilon, self.rl.temperature, self.rl.kl_mode)
+        loss_cfg = LossCfg(
+            self.rl.beta,
+            self.rl.epsilon,
+            self.rl.temperature,
+            self.rl.kl_mode,
+            bf16=cfg.train.bf16_matmul,
+        )
         self._logps, self._loss_grad = make_loss_fns(graphdef, rest, loss_cfg)
 
     def set_state(
