@@ -14,7 +14,7 @@ from cotune import format as fmt
 from cotune.config import load_config
 from cotune.model import load
 from cotune.rl.health import History, check_warnings, rollout_health
-from cotune.rl.loss import LossCfg, loss_batch, make_loss_fns
+from cotune.rl.loss import LOSS_BUCKET, LossCfg, loss_batch, make_loss_fns
 from cotune.rl.policy import ensure_lora, has_lora
 from cotune.rl.questions import make_examples
 from cotune.rl.rollout import Rollout, sample
@@ -121,6 +121,34 @@ def test_streamed_bf16_log_probs_and_gradient_match_float32() -> None:
     assert np.linalg.norm(g32) > 0
     cos = g16 @ g32 / (np.linalg.norm(g16) * np.linalg.norm(g32))
     assert cos > 0.99, cos
+
+
+def test_loss_without_old_log_probs_is_the_first_iteration_loss() -> None:
+    """``old_lp=None`` (one optimizer step per rollout) must give the loss and gradient of
+    passing the current policy's own log-probs, and rows of every length share one bucket."""
+    cfg = load_config(None, ["lora.rank=2"])
+    model = ensure_lora(load("tiny"), cfg.lora)
+    tok = model.tokenizer
+    prompts = [tok.encode_segments(fmt.prompt_segments(q)) for q in ("2 + 2?", "What is 12 * 4?")]
+    comps = [tok.encode("<reasoning>4</reasoning>") + [tok.end_of_turn_id], tok.encode("48")]
+    graphdef, lora, rest = nnx.split(model.module, nnx.LoRAParam, ...)
+    leaves, tree = jax.tree.flatten(lora)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    lora = jax.tree.unflatten(
+        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
+    lb = loss_batch(prompts, comps, tok.pad_id, 12)
+    assert lb.tokens.shape[1] % LOSS_BUCKET == 0
+    assert loss_batch(prompts[:1], comps[:1], tok.pad_id, 12).tokens.shape[1] == lb.tokens.shape[1]
+    lp_fn, grad_fn = make_loss_fns(graphdef, rest, LossCfg(0.04, 0.2, 1.0, "low_var_kl"))
+    lp = lp_fn(lora, lb)
+    adv = jnp.asarray([0.5, -1.5])
+    (want, _), g_want = grad_fn(lora, lb, adv, lp, lp + 0.1)
+    (got, _), g_got = grad_fn(lora, lb, adv, None, lp + 0.1)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+    assert any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g_got))
 
 
 def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:

@@ -28,9 +28,11 @@ import numpy as np
 from flax import nnx
 from tunix.rl.common import compute_kl_divergence, selective_log_softmax
 
-from cotune.generate import bucket_len
 from cotune.train.forward import hidden_states
 from cotune.train.loss import frozen_projected_ce_bf16
+
+
+LOSS_BUCKET = 128  # loss rows are padded to a multiple of this many tokens
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,10 @@ def loss_batch(
     """Pack rollouts into fixed shapes: completions to ``length``, rows to a bucketed length
     (so the jitted loss compiles once per bucket, not per batch)."""
     b = len(prompts)
-    t = bucket_len(max(len(p) for p in prompts) + length)
+    # Coarse buckets: each new row length recompiles the forward and backward of the whole
+    # model (tens of seconds on the 270M, and the executables stay in memory), while the
+    # finer buckets of decoding would save only a few padded positions.
+    t = -(-(max(len(p) for p in prompts) + length) // LOSS_BUCKET) * LOSS_BUCKET
     tokens = np.full((b, t), pad_id, np.int32)
     comp = np.full((b, length), pad_id, np.int32)
     mask = np.zeros((b, length), np.float32)
@@ -76,7 +81,8 @@ def make_loss_fns(
     graphdef: Any, frozen: Any, cfg: LossCfg
 ) -> tuple[Callable[..., jax.Array], Callable[..., Any]]:
     """``logps(lora, batch)`` and ``loss_and_grad(lora, batch, adv, old_lp, ref_lp)``, jitted
-    for this model structure."""
+    for this model structure. ``old_lp=None`` takes the sampling policy's log-probs to be
+    the current ones (right for the first optimizer step on a rollout)."""
 
     # The frozen weights are an argument, never a closure: closed over, the 270M's weights
     # became compile-time constants (minutes to compile, a GB-sized executable to cache).
@@ -103,6 +109,10 @@ def make_loss_fns(
 
     def loss(lora, frozen, tokens, starts, completions, comp_mask, adv, old_lp, ref_lp):
         lp = logps(lora, frozen, tokens, starts, completions)
+        if old_lp is None:
+            # One optimizer step per rollout: the sampling policy is the current one, so its
+            # log-probs are these (ratio 1, gradient unchanged) and need no forward of their own.
+            old_lp = jax.lax.stop_gradient(lp)
         ratio = jnp.exp(jnp.clip(lp - old_lp, -20.0, 20.0))
         a = adv[:, None]
         per_tok = jnp.maximum(-a * ratio, -a * jnp.clip(ratio, 1 - cfg.epsilon, 1 + cfg.epsilon))
@@ -128,7 +138,7 @@ def make_loss_fns(
         return jit_logps(lora, frozen, b.tokens, b.starts, b.completions)
 
     def loss_and_grad(
-        lora: Any, b: LossBatch, adv: jax.Array, old_lp: jax.Array, ref_lp: jax.Array
+        lora: Any, b: LossBatch, adv: jax.Array, old_lp: jax.Array | None, ref_lp: jax.Array
     ):
         return jit_grad(
             lora, frozen, b.tokens, b.starts, b.completions, b.mask, adv, old_lp, ref_lp

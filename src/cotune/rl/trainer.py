@@ -146,7 +146,9 @@ class GRPOTrainer:
         adv = jnp.asarray(compute_advantages(rewards, g))  # (r - group mean) / (group std + eps)
         lb = loss_batch(prompts, ro.completion_ids, self.model.tokenizer.pad_id, rl.max_new_tokens)
         ref_lp = self._logps(self.ref_lora, lb)
-        old_lp = self._logps(self.lora, lb)
+        # With one iteration the rollout policy is the policy being differentiated, so the
+        # loss takes its log-probs from its own forward (a forward pass saved per step).
+        old_lp = self._logps(self.lora, lb) if rl.num_iterations > 1 else None
         aux: dict[str, Any] = {}
         for _ in range(rl.num_iterations):
             (loss, aux), grads = self._loss_grad(self.lora, lb, adv, old_lp, ref_lp)
