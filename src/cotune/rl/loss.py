@@ -31,7 +31,6 @@ from tunix.rl.common import compute_kl_divergence, selective_log_softmax
 from cotune.train.forward import hidden_states
 from cotune.train.loss import frozen_projected_ce_bf16
 
-
 LOSS_BUCKET = 128  # loss rows are padded to a multiple of this many tokens
 
 
