@@ -47,6 +47,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="runs/recipe")
     ap.add_argument("--val-file", default=None, help="JSONL of validation records to score on")
     ap.add_argument("--write-val", default=None, help="write the validation records here")
+    ap.add_argument(
+        "--drill",
+        type=int,
+        default=0,
+        help="add this many drill records: the training traces' own claims, shuffled, 12 a record",
+    )
     args = ap.parse_args(argv)
 
     from cotune.eval import evaluate
@@ -71,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
             args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw
         )
         val = [r for r in val if data.question_key(r.question) not in train_keys][: args.n_val]
+    if args.drill:
+        pool = pool + drill_records(pool, args.drill)
     if args.write_val:
         data.write_jsonl(args.write_val, val)
         return {}
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         "style": args.style,
         "steps": args.steps,
         "overrides": args.overrides,
+        "drill": args.drill,
         "n_train_pool": len(pool),
         "n_val": len(val),
         "accuracy": acc,
@@ -147,6 +156,44 @@ def main(argv: list[str] | None = None) -> dict:
     print(json.dumps({k: out[k] for k in ("name", "accuracy", "step_validity", "seconds")}))
     for k, v in out["per_task"].items():
         print(f"  {k:15s} {v['correct']:3d}/{v['n']:3d}")
+    return out
+
+
+DRILL_CLAIMS = 12
+DRILL_QUESTION = "Arithmetic drill: work out each step."
+
+
+def drill_records(pool: list, n: int, seed: int = 0) -> list:
+    """``n`` records of bare arithmetic facts: the claims of the pool's own (verified) traces,
+    shuffled out of their problems and listed ``DRILL_CLAIMS`` at a time.
+
+    Why: a trace spends most of its tokens on the problem and the plan, and the model's false
+    claims are the facts themselves (a row of facts shows it three times as many per token).
+    Made from the training pool only, so nothing of the validation questions gets in.
+    """
+    import random
+
+    from cotune.verify import find_claims
+
+    claims = [
+        f"{c.expression} = {c.claimed}" for r in pool for c in find_claims(r.reasoning) if c.correct
+    ]
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        picked = rng.sample(claims, DRILL_CLAIMS)
+        last = picked[-1].rsplit("= ", 1)[1]
+        out.append(
+            data.Record(
+                id=f"drill/{seed}/{i}",
+                task="drill",
+                question=DRILL_QUESTION,
+                reasoning=". ".join(picked) + ".",
+                answer=last,
+                source="generated",
+                difficulty=1,
+            )
+        )
     return out
 
 
