@@ -87,6 +87,11 @@ def test_aggregate_exact(report):
     assert st["trace_validity"] == pytest.approx(4 / 5)
     assert st["right_answer_wrong_step"] == 1
     assert st["right_answer_wrong_step_share_of_correct"] == pytest.approx(1 / 4)
+    ops = st["by_operation"]
+    assert list(ops) == ["+", "-", "*"]  # in cotune.verify.OPERATIONS order, only those seen
+    assert [(ops[k]["claims"], ops[k]["true_claims"]) for k in ops] == [(5, 4), (1, 1), (3, 3)]
+    assert ops["+"]["step_validity"] == pytest.approx(4 / 5)
+    assert ops["+"]["step_validity_ci95"]["n"] == 5
     assert m["truncated"] == 1 and m["truncated_rate"] == pytest.approx(1 / 6)
     rl = m["reasoning_length"]
     assert rl == {"unit": "words", "n": 5, "mean": pytest.approx(59 / 5), "median": 14, "max": 15}
@@ -321,3 +326,11 @@ def test_accepts_cotune_data_records():
                    progress=False)  # fmt: skip
     assert rep.metrics["accuracy_strict"] == 1.0 and list(rep.by_difficulty) == ["1"]
     assert rep.rows[0].task == "add"
+
+
+def test_report_shows_step_validity_by_operation(tmp_path, report):
+    md = write_report(report, tmp_path / "r")["markdown"].read_text()
+    section = md.split("## Step validity by operation", 1)[1].split("##", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert [r.split(" | ")[:2] for r in rows] == [["| `+`", "5"], ["| `-`", "1"], ["| `*`", "3"]]
+    assert rows[0].split(" | ")[2].startswith("80.0% [")

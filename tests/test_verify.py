@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cotune.verify import check_steps, evaluate, find_claims
+from cotune.verify import check_steps, evaluate, find_claims, operation
 
 
 @pytest.mark.parametrize(
@@ -141,3 +141,23 @@ def test_attached_variable_ends_no_claim() -> None:
     # "5A/5": the value is 5A, not 5 (GSM8K train: "100/5 = 5A/5 or 20 = A")
     assert [c.text for c in find_claims("100/5 = 5A/5 or 20 = A")] == []
     assert [c.text for c in find_claims("192 / 1.2 = 1.2Y / 1.2")] == []
+
+
+@pytest.mark.parametrize(
+    ("expression", "op"),
+    [
+        ("40 + 8", "+"),
+        ("3 - 6", "-"),
+        ("3 - -6", "-"),  # the second minus is a sign
+        ("-3 + 5", "+"),
+        ("90 x 3", "*"),
+        ("4(17)", "*"),  # implicit product
+        ("$1,250 / 5", "/"),
+        ("280 * 20 / 100", "several"),
+        ("(12 - 2) * 3", "several"),
+        ("12", "other"),
+        ("twelve * 3", "other"),
+    ],
+)
+def test_operation_of_a_claim(expression: str, op: str) -> None:
+    assert operation(expression) == op

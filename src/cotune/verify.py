@@ -237,6 +237,33 @@ def find_claims(text: str) -> list[Claim]:
     return claims
 
 
+OPERATIONS = ("+", "-", "*", "/", "several", "other")
+
+
+def operation(expression: str) -> str:
+    """The arithmetic a claim's expression asks for: ``+``, ``-``, ``*`` or ``/`` when it is
+    one operation on two numbers, ``several`` for more (``280 * 20 / 100``), ``other`` when
+    it is not an expression.
+
+    Why: step validity per operation shows which facts a model has not learned (its
+    subtractions, say, while its products hold), which a single rate hides.
+    """
+    try:
+        toks = _Parser(expression).toks
+    except ValueError:
+        return "other"
+    ops = []
+    for i, t in enumerate(toks):
+        after_operand = i > 0 and (toks[i - 1] == ")" or toks[i - 1][-1].isdigit())
+        if t in "+-*/" and after_operand:  # a "-" after an operator or "(" is a sign
+            ops.append(t)
+        elif t == "(" and after_operand:  # "4(17)": an implicit product
+            ops.append("*")
+    if not ops:
+        return "other"
+    return ops[0] if len(ops) == 1 else "several"
+
+
 @dataclass(frozen=True)
 class StepReport:
     n_claims: int

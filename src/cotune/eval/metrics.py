@@ -49,7 +49,7 @@ from cotune.format import (
     normalize_answer,
     parse_completion,
 )
-from cotune.verify import find_claims
+from cotune.verify import OPERATIONS, find_claims, operation
 
 LengthFn = Callable[[str], int]
 
@@ -71,6 +71,8 @@ class SampleScore:
     false_claims: list[str]
     reasoning_length: int | None  # None when there is no reasoning at all
     truncated: bool
+    # claims per operation (cotune.verify.operation): {"-": [claims, true claims], ...}
+    claims_by_operation: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def has_answer(self) -> bool:
@@ -180,7 +182,36 @@ def score_completion(
         false_claims=[c.text for c in claims if not c.correct],
         reasoning_length=None if lenient.reasoning is None else length_fn(lenient.reasoning),
         truncated=truncated,
+        claims_by_operation=_by_operation(claims),
     )
+
+
+def _by_operation(claims: Sequence[Any]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for c in claims:
+        n = out.setdefault(operation(c.expression), [0, 0])
+        n[0] += 1
+        n[1] += int(c.correct)
+    return out
+
+
+def by_operation(samples: Sequence[SampleScore]) -> dict[str, dict[str, Any]]:
+    """Step validity per operation (``+ - * /``, ``several``), in ``OPERATIONS`` order."""
+    total: dict[str, list[int]] = {}
+    for s in samples:
+        for op, (n, ok) in s.claims_by_operation.items():
+            t = total.setdefault(op, [0, 0])
+            t[0] += n
+            t[1] += ok
+    return {
+        op: {
+            "claims": total[op][0],
+            "true_claims": total[op][1],
+            **_rate("step_validity", total[op][1], total[op][0]),
+        }
+        for op in OPERATIONS
+        if op in total
+    }
 
 
 def majority_vote(answers: Sequence[str | None]) -> tuple[str | None, int]:
@@ -318,6 +349,7 @@ def aggregate(rows: Sequence[ExampleRow], *, length_unit: str = "words") -> dict
             **_rate("trace_validity", all_true, len(with_claims)),
             "right_answer_wrong_step": wrong_step,
             **_rate("right_answer_wrong_step_share_of_correct", wrong_step, lenient_correct),
+            "by_operation": by_operation(samples),
         },
         "truncated": truncated,
         **_rate("truncated_rate", truncated, n),

@@ -231,6 +231,23 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"max {fmt(rl['max'])}. Truncated at the token limit: {m['truncated']}.",
         "",
     ]
+    ops = st.get("by_operation") or {}
+    if ops:
+        out += ["## Step validity by operation", ""]
+        out += [
+            md_table(
+                ["operation", "claims", "step validity [95% CI]"],
+                [
+                    [
+                        f"`{op}`" if op in "+-*/" else op,
+                        str(v["claims"]),
+                        fmt_metric(v, ("step_validity",), True),
+                    ]
+                    for op, v in ops.items()
+                ],
+            ),
+            "",
+        ]
     for title, groups in (
         ("By task", report["by_task"]),
         ("By difficulty", report["by_difficulty"]),
