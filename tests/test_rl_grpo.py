@@ -151,6 +151,41 @@ def test_loss_without_old_log_probs_is_the_first_iteration_loss() -> None:
     assert any(float(jnp.abs(x).max()) > 0 for x in jax.tree.leaves(g_got))
 
 
+def test_micro_batches_give_the_whole_batch_loss_and_gradient() -> None:
+    """Rows in passes of ``micro_batch`` (3 rows in passes of 2: the last one filled up with
+    a masked copy) must give the loss, metrics and gradient of one pass over all rows."""
+    cfg = load_config(None, ["lora.rank=2"])
+    model = ensure_lora(load("tiny"), cfg.lora)
+    tok = model.tokenizer
+    qs = ("2 + 2?", "What is 12 * 4?", "What is 7 - 3?")
+    prompts = [tok.encode_segments(fmt.prompt_segments(q)) for q in qs]
+    comps = [tok.encode("<reasoning>4</reasoning>"), tok.encode("48"), tok.encode("4 and more")]
+    graphdef, lora, rest = nnx.split(model.module, nnx.LoRAParam, ...)
+    leaves, tree = jax.tree.flatten(lora)
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    lora = jax.tree.unflatten(
+        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys, strict=True)]
+    )
+    lb = loss_batch(prompts, comps, tok.pad_id, 12)
+    adv = jnp.asarray([0.5, -1.5, 1.0])
+    out = {}
+    for micro in (None, 2):
+        lp_fn, grad_fn = make_loss_fns(
+            graphdef, rest, LossCfg(0.04, 0.2, 1.0, "low_var_kl"), micro_batch=micro
+        )
+        lp = lp_fn(lora, lb)
+        (loss, aux), grads = grad_fn(lora, lb, adv, lp - 0.05, lp + 0.1)
+        out[micro] = (np.asarray(lp), float(loss), {k: float(v) for k, v in aux.items()}, grads)
+    whole, parts = out[None], out[2]
+    assert parts[0].shape == whole[0].shape == (3, 12)
+    np.testing.assert_allclose(parts[0], whole[0], rtol=1e-5, atol=1e-5)
+    assert parts[1] == pytest.approx(whole[1], rel=1e-4, abs=1e-6)  # float32 sums, reordered
+    assert parts[2] == pytest.approx(whole[2], rel=1e-5)
+    assert whole[2]["kl"] > 0
+    for a, b in zip(jax.tree.leaves(parts[3]), jax.tree.leaves(whole[3]), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
 def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:
     """Rollouts come from cotune.generate: greedy ones are the plain model's greedy tokens,
     cut after the end token or the closing answer tag."""

@@ -220,6 +220,9 @@ class RLCfg(_Strict):
     )
     prompts_per_step: Int = Field(2, ge=1, description="questions per step (x num_generations)")
     num_iterations: Int = Field(1, ge=1, description="policy updates per rollout batch (mu)")
+    micro_batch: Int | None = Field(
+        4, ge=1, description="rollouts per forward/backward pass (memory); None = all at once"
+    )
     lr: Float = Field(2e-5, gt=0)
     warmup_steps: Int = Field(0, ge=0)
     grad_clip: Float | None = Field(1.0, gt=0)

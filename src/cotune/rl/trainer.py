@@ -104,7 +104,9 @@ class GRPOTrainer:
             self.rl.kl_mode,
             bf16=cfg.train.bf16_matmul,
         )
-        self._logps, self._loss_grad = make_loss_fns(graphdef, rest, loss_cfg)
+        self._logps, self._loss_grad = make_loss_fns(
+            graphdef, rest, loss_cfg, micro_batch=self.rl.micro_batch
+        )
 
     def set_state(
         self, lora: Any, ref_lora: Any, opt_state: Any, step: int, history: History
