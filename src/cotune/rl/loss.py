@@ -85,8 +85,8 @@ def make_loss_fns(
 
     ``micro_batch``: rows per forward/backward pass, the loss and gradient summed over the
     passes (the same numbers up to float rounding). The backward pass keeps every layer's
-    activations for all the rows it is given: 8 rollouts of 512 tokens held ~15 GB on the
-    270M, so a laptop needs a few rows at a time. ``None``: all rows in one pass.
+    activations for all the rows it is given, so that part of the memory grows with
+    rollouts x length; passes of a few rows bound it. ``None``: all rows in one pass.
     """
 
     # The frozen weights are an argument, never a closure: closed over, the 270M's weights
