@@ -9,7 +9,8 @@ completion positions are projected to the vocabulary: full logits would be
 
 Even the completion positions alone are ``[B, C, vocab]``: 2.7 GB of float32 at 8 rollouts
 of 320 tokens on Gemma's 262,144-token vocabulary, several times over once the softmax and
-its gradient exist, which is what drove ``cotune rl`` on GSM8K out of a 24 GB machine. With
+its gradient exist (``cotune rl`` on GSM8K computing them was killed for memory on a 24 GB
+machine). With
 ``bf16=True`` the log-probs instead come from SFT's streamed cross-entropy
 (:func:`cotune.train.loss.frozen_projected_ce_bf16`): the vocabulary goes through in chunks
 with an online softmax, so nothing vocabulary-wide is ever stored. GRPO trains LoRA only, so
