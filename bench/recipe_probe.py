@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=0,
         help="add this many drill records: the training traces' own claims, shuffled, 12 a record",
     )
+    ap.add_argument(
+        "--calculator",
+        action="store_true",
+        help="also score the trained model with the calculator filling in every claim's value "
+        "(a separate entry: how often the plan is right when no fact can be wrong)",
+    )
     args = ap.parse_args(argv)
 
     from cotune.eval import evaluate
@@ -94,16 +100,60 @@ def main(argv: list[str] | None = None) -> dict:
         val_records=val[:16],
     )
     t_eval = time.perf_counter()
-    report = evaluate(
-        result.model,
-        val,
-        max_new_tokens=cfg.eval.max_new_tokens,
-        template=cfg.format.template,
-        schema=cfg.format.schema_,
-        batch_size=cfg.eval.batch_size,
-        tokenizer=model.tokenizer,
-    )
+    eval_kw = {
+        "max_new_tokens": cfg.eval.max_new_tokens,
+        "template": cfg.format.template,
+        "schema": cfg.format.schema_,
+        "batch_size": cfg.eval.batch_size,
+        "tokenizer": model.tokenizer,
+    }
+    report = evaluate(result.model, val, **eval_kw)
     t_end = time.perf_counter()
+    alone = score(report, wilson_interval)
+    calc = None
+    if args.calculator:
+        calc = score(evaluate(result.model, val, calculator=True, **eval_kw), wilson_interval)
+        calc["seconds"] = round(time.perf_counter() - t_end, 1)
+    val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
+    out = {
+        "name": args.name,
+        "val_set_sha256_12": val_sha,  # rows are comparable when this matches
+        "command": "python -m bench.recipe_probe "
+        + " ".join(sys.argv[1:] if argv is None else argv),
+        "style": args.style,
+        "steps": args.steps,
+        "overrides": args.overrides,
+        "drill": args.drill,
+        "n_train_pool": len(pool),
+        "n_val": len(val),
+        "accuracy": alone["accuracy"],
+        "accuracy_ci95": alone["accuracy_ci95"],
+        "step_validity": alone["step_validity"],
+        "per_task": alone["per_task"],
+        "seconds": {
+            "train": round(t_eval - t_train, 1),
+            "eval": round(t_end - t_eval, 1),
+            "total": round(t_end - t0, 1),
+        },
+        "tokens_per_s": result.tokens_per_s,
+        "final_loss": result.final_loss,
+        "metrics": {k: v for k, v in report.metrics.items() if not isinstance(v, dict | list)},
+        "failures": alone["failures"],
+        **({"calculator": calc} if calc is not None else {}),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(json.dumps({k: out[k] for k in ("name", "accuracy", "step_validity", "seconds")}))
+    for k, v in out["per_task"].items():
+        print(f"  {k:15s} {v['correct']:3d}/{v['n']:3d}")
+    if calc is not None:
+        print(json.dumps({"calculator": {k: calc[k] for k in ("accuracy", "step_validity")}}))
+    return out
+
+
+def score(report, wilson_interval) -> dict:
+    """Accuracy (with its Wilson interval), step validity, per-task counts and the first 40
+    failures of one greedy evaluation."""
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     fails = []
     n_claims = n_true = 0
@@ -124,39 +174,16 @@ def main(argv: list[str] | None = None) -> dict:
                     "false": d.get("false_claims"),
                 }
             )
-    acc = sum(c for c, _ in per_task.values()) / max(1, len(report.rows))
-    val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
-    out = {
-        "name": args.name,
-        "val_set_sha256_12": val_sha,  # rows are comparable when this matches
-        "command": "python -m bench.recipe_probe "
-        + " ".join(sys.argv[1:] if argv is None else argv),
-        "style": args.style,
-        "steps": args.steps,
-        "overrides": args.overrides,
-        "drill": args.drill,
-        "n_train_pool": len(pool),
-        "n_val": len(val),
-        "accuracy": acc,
-        "accuracy_ci95": list(wilson_interval(round(acc * len(report.rows)), len(report.rows))),
+    n = max(1, len(report.rows))
+    correct = sum(c for c, _ in per_task.values())
+    return {
+        "accuracy": correct / n,
+        "accuracy_ci95": list(wilson_interval(correct, len(report.rows))),
         "step_validity": (n_true / n_claims) if n_claims else None,
-        "per_task": {k: {"correct": c, "n": n} for k, (c, n) in sorted(per_task.items())},
-        "seconds": {
-            "train": round(t_eval - t_train, 1),
-            "eval": round(t_end - t_eval, 1),
-            "total": round(t_end - t0, 1),
-        },
-        "tokens_per_s": result.tokens_per_s,
-        "final_loss": result.final_loss,
-        "metrics": {k: v for k, v in report.metrics.items() if not isinstance(v, dict | list)},
+        "per_task": {k: {"correct": c, "n": m} for k, (c, m) in sorted(per_task.items())},
+        "format_strict": report.metrics.get("format_strict"),
         "failures": fails,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
-    print(json.dumps({k: out[k] for k in ("name", "accuracy", "step_validity", "seconds")}))
-    for k, v in out["per_task"].items():
-        print(f"  {k:15s} {v['correct']:3d}/{v['n']:3d}")
-    return out
 
 
 DRILL_CLAIMS = 12
@@ -202,19 +229,27 @@ def table() -> str:
     rows = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
     rows.sort(key=lambda r: (r.get("val_set_sha256_12", ""), r["seconds"]["total"]))
     out = [
-        "| variant | val set | accuracy [95% CI] | step validity | train s | eval s | command |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| variant | val set | accuracy [95% CI] | step validity | with calculator [95% CI] "
+        "| train s | eval s | command |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        lo, hi = r.get("accuracy_ci95") or (None, None)
-        ci = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
         sv = r.get("step_validity")
+        calc = r.get("calculator")
         out.append(
             f"| {r['name']} | {r.get('val_set_sha256_12', 'generated')} (n={r['n_val']}) "
-            f"| {100 * r['accuracy']:.1f}%{ci} | {'–' if sv is None else f'{100 * sv:.1f}%'} "
+            f"| {_pct_ci(r)} | {'–' if sv is None else f'{100 * sv:.1f}%'} "
+            f"| {_pct_ci(calc) if calc else '–'} "
             f"| {r['seconds']['train']:.0f} | {r['seconds']['eval']:.0f} | `{r['command']}` |"
         )
     return "\n".join(out)
+
+
+def _pct_ci(entry: dict) -> str:
+    """``38.5% [31.9, 45.6]``: an accuracy with its interval when the entry has one."""
+    lo, hi = entry.get("accuracy_ci95") or (None, None)
+    ci = f" [{100 * lo:.1f}, {100 * hi:.1f}]" if lo is not None else ""
+    return f"{100 * entry['accuracy']:.1f}%{ci}"
 
 
 if __name__ == "__main__":
