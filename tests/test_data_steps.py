@@ -17,11 +17,17 @@ from cotune.verify import find_claims
 
 
 def _check(claims: list[str], value: Fraction) -> None:
+    stated = claims[-1].startswith("so ")  # short division states its quotient at the end
+    if stated:
+        assert parse_number(claims[-1].removeprefix("so ")) == value
+        claims = claims[:-1]
     text = ", ".join(claims) + "."
     found = find_claims(text)
     assert len(found) == len(claims), (claims, [c.text for c in found])
     assert all(c.correct for c in found), [c.text for c in found if not c.correct]
-    assert parse_number(claims[-1].split("=")[-1].strip()) == value
+    if not stated:  # the last claim's value; a remainder claim's is its remainder
+        last = claims[-1].split("=")[-1].strip()
+        assert parse_number(last.split(" r ")[-1]) == value
 
 
 ints = st.integers(min_value=0, max_value=9999)
@@ -161,3 +167,44 @@ def test_examples_read_as_a_person_writes() -> None:
 def test_unknown_style_is_named() -> None:
     with pytest.raises(ValueError, match="unknown trace style 'fancy'"), S.trace_style("fancy"):
         pass
+
+
+def test_short_division_reads_one_digit_at_a_time() -> None:
+    assert S.short_division(272, 8, decimals=False) == (
+        ["2 / 8 = 0 r 2", "27 / 8 = 3 r 3", "32 / 8 = 4 r 0"],
+        34,
+        0,
+    )
+    assert S.short_division(523, 7, decimals=False) == (
+        ["5 / 7 = 0 r 5", "52 / 7 = 7 r 3", "33 / 7 = 4 r 5"],
+        74,
+        5,
+    )
+    with S.trace_style("short_division"):
+        assert S.worked(192, "/", 5) == [
+            "192 / 5: 1 / 5 = 0 r 1",
+            "19 / 5 = 3 r 4",
+            "42 / 5 = 8 r 2",
+            "20 / 5 = 4 r 0",
+            "so 38.4",
+        ]
+        assert S.div(1264, 2) == ["1264 / 2 = 632"]  # halving stays one claim
+        assert S.chunks(523, 7)[0][-1] == "33 / 7 = 4 r 5"
+
+
+@given(a=st.integers(0, 99999), b=st.integers(2, 99))
+def test_short_division_steps_are_table_facts_copied_from_before(a: int, b: int) -> None:
+    """Every step divides a number below 10 * b (a one-digit quotient: a times-table fact),
+    and the number it divides is the last remainder with the next digit of ``a`` after it."""
+    steps, q, r = S.short_division(a, b, decimals=False)
+    assert (q, r) == divmod(a, b)
+    assert len(steps) == len(str(a))
+    rest = 0
+    digits = ""
+    for step, d in zip(steps, str(a), strict=True):
+        n, rhs = step.split(" / ")
+        assert int(n) == 10 * rest + int(d) < 10 * b
+        quot, rest = (int(x) for x in rhs.split(" = ")[1].split(" r "))
+        digits += str(quot)
+    assert int(digits) == q and rest == r
+    assert all(c.correct for c in find_claims(", ".join(steps)))

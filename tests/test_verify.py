@@ -161,3 +161,16 @@ def test_attached_variable_ends_no_claim() -> None:
 )
 def test_operation_of_a_claim(expression: str, op: str) -> None:
     assert operation(expression) == op
+
+
+def test_remainder_claims_of_short_division() -> None:
+    """``a / b = q r m`` is true when q and m are the whole quotient and the remainder; a
+    wrong quotient or remainder is false, and a remainder with a decimal part is not read
+    as one."""
+    got = [(c.text, c.correct) for c in find_claims("27 / 8 = 3 r 3, 52 / 7 = 7 r 3.")]
+    assert got == [("27 / 8 = 3 r 3", True), ("52 / 7 = 7 r 3", True)]
+    assert [c.correct for c in find_claims("27 / 8 = 3 r 4")] == [False]
+    assert [c.correct for c in find_claims("27 / 8 = 2 r 11")] == [False]  # m must be < b
+    assert [c.correct for c in find_claims("5 / 0 = 1 r 0")] == [False]
+    assert [c.text for c in find_claims("12 / 5 = 2 r 2.5")] == ["12 / 5 = 2"]
+    assert [c.text for c in find_claims("10 - 3 = 7 r 2")] == ["10 - 3 = 7"]

@@ -66,6 +66,11 @@ _CUT_AFTER = re.compile(
     r"|[A-Za-z]+[ \t]*[-+*^(]|[A-Za-z](?![A-Za-z])[ \t]*[/=]|[ \t]*[-+*×÷^][ \t]*[A-Za-z(]"
     r"|[ \t]*/[ \t]*[A-Za-z](?![A-Za-z])|\(|(?<=\))[A-Za-z]|[A-Za-z][ \t]*(?:=|\n|\Z)"
 )
+# "27 / 8 = 3 r 3": a division of whole numbers stated with its remainder (the steps of
+# short division, cotune.data.steps.short_division); true when 3 * 8 + 3 = 27 and 3 < 8.
+_REMAINDER_AFTER = re.compile(r"[ \t]+r[ \t]+(\d+)(?![\w/]|[.,]\d)")
+_WHOLE_DIVISION = re.compile(r"(\d+)\s*/\s*(\d+)")
+_WHOLE = re.compile(r"\d+")
 _ALLOWED = re.compile(r"[\d.\s+\-*/()]*")
 # A fraction written without spaces after a spaced "/" is one number: "25 / 1/3" divides by a
 # third (75), as people read it, not "(25 / 1) / 3". Elsewhere "/" keeps its usual
@@ -226,6 +231,10 @@ def find_claims(text: str) -> list[Claim]:
                 left = left.strip("()").strip()
             if right.count("(") != right.count(")"):
                 right = right.strip("()").strip()
+            rem = _remainder_claim(text, left, right, start, end) if k == len(pairs) - 1 else None
+            if rem is not None:
+                claims.append(rem)
+                continue
             true = evaluate(left)
             if _HAS_OP.search(right):
                 other = evaluate(right)
@@ -235,6 +244,20 @@ def find_claims(text: str) -> list[Claim]:
                 ok = true is not None and _claim_holds(true, value)
             claims.append(Claim(f"{left} = {right}", left, right, true, ok, (start, end)))
     return claims
+
+
+def _remainder_claim(text: str, left: str, right: str, start: int, end: int) -> Claim | None:
+    """``a / b = q r m`` when the text goes on from ``a / b = q`` with `` r m``: true when
+    ``q`` and ``m`` are the whole quotient and the remainder."""
+    after = _REMAINDER_AFTER.match(text, end)
+    whole = _WHOLE_DIVISION.fullmatch(left)
+    if after is None or whole is None or _WHOLE.fullmatch(right) is None:
+        return None
+    a, b, q, m = int(whole[1]), int(whole[2]), int(right), int(after[1])
+    true = Fraction(a, b) if b else None
+    ok = b > 0 and q == a // b and m == a % b
+    claimed = f"{right} r {after[1]}"
+    return Claim(f"{left} = {claimed}", left, claimed, true, ok, (start, after.end()))
 
 
 OPERATIONS = ("+", "-", "*", "/", "several", "other")

@@ -8,8 +8,11 @@ the same facts on round numbers (``40 * 30 = 1200``), placing parts side by side
 whose digits need a carry or a borrow carried across places (``43 - 7 = 36``,
 ``280 * 20 / 100 = 56``) is where the trained model went wrong most often, so the ``small``
 style breaks every such operation into claims of the easy kinds, restating the running value
-each time. ``compact`` writes one claim per operation, as a person in a hurry would; the
-recipe study (docs/recipe.md) measures both on the same validation questions.
+each time. ``short_division`` is ``small`` with whole-number division done as at school,
+one digit at a time with its remainder (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32 / 8 = 4
+r 0, so 34``) instead of round chunks and the subtractions they need. ``compact`` writes one
+claim per operation, as a person in a hurry would; the recipe study (docs/recipe.md)
+measures them on the same validation questions.
 
 Every builder returns a list of claims (``"a op b = c"`` strings) whose last result is the
 value asked for; :func:`cotune.verify.find_claims` checks each one when a problem is
@@ -26,7 +29,7 @@ from fractions import Fraction
 
 from cotune.format import format_number as fmt
 
-TRACE_STYLES = ("small", "compact")
+TRACE_STYLES = ("small", "compact", "short_division")
 DEFAULT_STYLE = "small"
 _STYLE: ContextVar[str] = ContextVar("cotune_trace_style", default=DEFAULT_STYLE)
 
@@ -46,7 +49,12 @@ def trace_style(name: str) -> Iterator[None]:
 
 
 def small() -> bool:
-    return _STYLE.get() == "small"
+    """Whether operations are broken into easy claims (``small`` and ``short_division``)."""
+    return _STYLE.get() in ("small", "short_division")
+
+
+def _short() -> bool:
+    return _STYLE.get() == "short_division"
 
 
 def _int(x: Num) -> int | None:
@@ -170,14 +178,20 @@ def mul(a: Num, b: Num) -> list[str]:
 
 
 def div(a: Num, b: Num) -> list[str]:
-    """``a / b`` (exact): times-table facts on round chunks of the quotient
+    """``a / b`` (exact). ``small``: times-table facts on round chunks of the quotient
     (``498 / 6: 6 * 80 = 480, 498 - 480: ..., 18 / 6 = 3, 80 + 3 = 83``); a quotient with a
-    decimal part ends on a small division (``14 / 4 = 3.5``)."""
+    decimal part ends on a small division (``14 / 4 = 3.5``). ``short_division``: the
+    digits of :func:`short_division`, then the quotient (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 =
+    3 r 3, 32 / 8 = 4 r 0, so 34``)."""
     ia, ib = _int(a), _int(b)
     q = Fraction(a) / Fraction(b)
     whole = int(q)
     # Halving is local (each digit needs only its neighbour's parity), and so is dropping
     # zeros for tens and hundreds: one claim each.
+    if ia is not None and ib is not None and _short() and ib not in (1, 2, 10, 100):
+        if (q * 10**SHORT_DIVISION_PLACES).denominator == 1:
+            steps, _, _ = short_division(ia, ib, decimals=True)
+            return [*steps, f"so {fmt(q)}"]
     if (
         not small()
         or ia is None
@@ -207,10 +221,41 @@ def _terminates(q: Fraction) -> bool:
     return d == 1
 
 
+# Decimal places short division writes at most (the quotients it is used for terminate).
+SHORT_DIVISION_PLACES = 4
+
+
+def short_division(a: int, b: int, *, decimals: bool) -> tuple[list[str], int, int]:
+    """Short division, one digit of ``a`` at a time: ``(claims, quotient, remainder)``.
+
+    Each claim divides what is left (the last remainder with the next digit written after
+    it) by ``b``: ``272 / 8`` is ``2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32 / 8 = 4 r 0``, and the
+    quotient's digits are the claims' quotients in order (034). Why this shape: every claim
+    is one times-table fact with its remainder, the number it divides is copied from right
+    before it, and it starts at the first digit whatever its size, so no step asks the model
+    to compare numbers or to subtract. ``decimals`` goes on past the last digit with a
+    written zero (``20 / 5 = 4 r 0``) until nothing is left, for a quotient with a decimal
+    end (192 / 5 = 38.4); the quotient returned is then the whole part."""
+    steps, rest = [], 0
+    for d in str(a):
+        n = rest * 10 + int(d)
+        q, rest = divmod(n, b)
+        steps.append(f"{n} / {b} = {q} r {rest}")
+    places = 0
+    while decimals and rest and places < SHORT_DIVISION_PLACES:
+        n = rest * 10
+        q, rest = divmod(n, b)
+        steps.append(f"{n} / {b} = {q} r {rest}")
+        places += 1
+    return steps, a // b, a % b
+
+
 def chunks(a: int, b: int) -> tuple[list[str], int, int]:
     """Long division by round chunks: ``(claims, quotient, remainder)``, the remainder being
     what is left below ``b`` (``523 / 7: 7 * 70 = 490, 523 - 490: ..., 7 * 4 = 28, 33 - 28:
     ...`` leaves 5)."""
+    if _short():
+        return short_division(a, b, decimals=False)
     q = a // b
     out, rest = [], a
     for part in _parts(q):
