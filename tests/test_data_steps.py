@@ -180,7 +180,7 @@ def test_short_division_reads_one_digit_at_a_time() -> None:
         74,
         5,
     )
-    with S.trace_style("short_division"):
+    with S.trace_style("uniform"):
         assert S.worked(192, "/", 5) == [
             "192 / 5: 1 / 5 = 0 r 1",
             "19 / 5 = 3 r 4",

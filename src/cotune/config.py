@@ -99,7 +99,7 @@ class DataCfg(_Strict):
     # Levels of the quickstart's generated test sets; None = the training `difficulty`.
     test_difficulty: list[Int] | None = Field(None, min_length=1)
     # Shape of the arithmetic in generated traces (cotune.data.steps; docs/recipe.md).
-    style: Literal["small", "compact", "short_division"] = "small"
+    style: Literal["small", "compact", "uniform"] = "small"
 
     @field_validator("difficulty", "test_difficulty")
     @classmethod

@@ -8,9 +8,12 @@ the same facts on round numbers (``40 * 30 = 1200``), placing parts side by side
 whose digits need a carry or a borrow carried across places (``43 - 7 = 36``,
 ``280 * 20 / 100 = 56``) is where the trained model went wrong most often, so the ``small``
 style breaks every such operation into claims of the easy kinds, restating the running value
-each time. ``short_division`` is ``small`` with whole-number division done as at school,
-one digit at a time with its remainder (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32 / 8 = 4
-r 0, so 34``) instead of round chunks and the subtractions they need. ``compact`` writes one
+each time. ``uniform`` is ``small`` with one shape for every division and every
+percentage, so no step depends on which case a number falls in: whole-number division one
+digit at a time with its remainder (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32 / 8 = 4 r 0,
+so 34``) instead of round chunks and the subtractions they need, and every percentage that
+is a multiple of 5 from tenths and half a tenth (``25%``: ``540 / 10 = 54, 54 * 2 = 108, 54
+/ 2 = 27, 108 + 27 = 135``), never halving for 50% or quartering for 25%. ``compact`` writes one
 claim per operation, as a person in a hurry would; the recipe study (docs/recipe.md)
 measures them on the same validation questions.
 
@@ -29,7 +32,7 @@ from fractions import Fraction
 
 from cotune.format import format_number as fmt
 
-TRACE_STYLES = ("small", "compact", "short_division")
+TRACE_STYLES = ("small", "compact", "uniform")
 DEFAULT_STYLE = "small"
 _STYLE: ContextVar[str] = ContextVar("cotune_trace_style", default=DEFAULT_STYLE)
 
@@ -49,12 +52,12 @@ def trace_style(name: str) -> Iterator[None]:
 
 
 def small() -> bool:
-    """Whether operations are broken into easy claims (``small`` and ``short_division``)."""
-    return _STYLE.get() in ("small", "short_division")
+    """Whether operations are broken into easy claims (``small`` and ``uniform``)."""
+    return _STYLE.get() in ("small", "uniform")
 
 
-def _short() -> bool:
-    return _STYLE.get() == "short_division"
+def _uniform() -> bool:
+    return _STYLE.get() == "uniform"
 
 
 def _int(x: Num) -> int | None:
@@ -180,7 +183,7 @@ def mul(a: Num, b: Num) -> list[str]:
 def div(a: Num, b: Num) -> list[str]:
     """``a / b`` (exact). ``small``: times-table facts on round chunks of the quotient
     (``498 / 6: 6 * 80 = 480, 498 - 480: ..., 18 / 6 = 3, 80 + 3 = 83``); a quotient with a
-    decimal part ends on a small division (``14 / 4 = 3.5``). ``short_division``: the
+    decimal part ends on a small division (``14 / 4 = 3.5``). ``uniform``: the
     digits of :func:`short_division`, then the quotient (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 =
     3 r 3, 32 / 8 = 4 r 0, so 34``)."""
     ia, ib = _int(a), _int(b)
@@ -188,7 +191,7 @@ def div(a: Num, b: Num) -> list[str]:
     whole = int(q)
     # Halving is local (each digit needs only its neighbour's parity), and so is dropping
     # zeros for tens and hundreds: one claim each.
-    if ia is not None and ib is not None and _short() and ib not in (1, 2, 10, 100):
+    if ia is not None and ib is not None and _uniform() and ib not in (1, 2, 10, 100):
         if (q * 10**SHORT_DIVISION_PLACES).denominator == 1:
             steps, _, _ = short_division(ia, ib, decimals=True)
             return [*steps, f"so {fmt(q)}"]
@@ -254,7 +257,7 @@ def chunks(a: int, b: int) -> tuple[list[str], int, int]:
     """Long division by round chunks: ``(claims, quotient, remainder)``, the remainder being
     what is left below ``b`` (``523 / 7: 7 * 70 = 490, 523 - 490: ..., 7 * 4 = 28, 33 - 28:
     ...`` leaves 5)."""
-    if _short():
+    if _uniform():
         return short_division(a, b, decimals=False)
     q = a // b
     out, rest = [], a
@@ -278,14 +281,17 @@ def worked(a: Num, op: str, b: Num) -> list[str]:
 
 def percent_of(base: Num, p: Num) -> list[str]:
     """``p% of base`` from easy parts: halves and quarters, or tenths
-    (``280 / 10 = 28, 28 * 2 = 56``), never ``base * p / 100`` in one claim."""
+    (``280 / 10 = 28, 28 * 2 = 56``), never ``base * p / 100`` in one claim. ``uniform``
+    uses tenths for every multiple of 5 (``10%``: ``280 / 10 = 28, 28 * 1 = 28``): a model
+    trained on both shapes took the halving one for 5%, 20%, 25% and 45% alike (recipe
+    study, docs/recipe.md)."""
     base, p = Fraction(base), Fraction(p)
     v = base * p / 100
     if not small():
         return [f"{fmt(base)} * {fmt(p)} / 100 = {fmt(v)}"]
-    if p == 50:
+    if p == 50 and not _uniform():
         return worked(base, "/", 2)
-    if p in (25, 75):
+    if p in (25, 75) and not _uniform():
         q = base / 4
         steps = [*worked(base, "/", 2), *worked(base / 2, "/", 2)]
         return steps if p == 25 else [*steps, *worked(q, "*", 3)]
@@ -294,7 +300,7 @@ def percent_of(base: Num, p: Num) -> list[str]:
         tens, five = divmod(int(p), 10)
         steps = [claim(base, "/", 10, tenth)]
         part = tenth * tens
-        if tens > 1:
+        if tens > 1 or (tens and _uniform()):
             steps += worked(tenth, "*", tens)
         if five:
             steps += worked(tenth, "/", 2)
