@@ -120,3 +120,18 @@ def test_never_touches_text_outside_a_claim(text: str) -> None:
 def test_never_raises(text: str) -> None:
     value = value_to_insert(text)
     assert value is None or isinstance(value, str)
+
+
+def test_short_division_steps_get_quotient_and_remainder() -> None:
+    """In short division (the ``uniform`` trace style) a whole-number division gets ``q r m``,
+    which the verifier reads as a true step; elsewhere it gets its decimal value."""
+    head = "<reasoning>272 / 8: 2 / 8 ="
+    assert value_to_insert(head) == "0 r 2"
+    after = "<reasoning>272 / 8: 2 / 8 = 0 r 2, 27 / 8 ="
+    assert value_to_insert(after) == "3 r 3"
+    assert [c.correct for c in find_claims(after + "3 r 3")] == [True, True]
+    assert value_to_insert("<reasoning>One part: 27 / 8 =") == "3.375"
+    # a header over another divisor, or a remainder written in an earlier answer, is not it
+    assert value_to_insert("<reasoning>272 / 8: 2 / 3 =") == "0.67"
+    old = "<reasoning>9 / 2 = 4 r 1.</reasoning><answer>1</answer> <reasoning>27 / 8 ="
+    assert value_to_insert(old) == "3.375"

@@ -30,6 +30,13 @@ _ENDS_WITH_EQUALS = re.compile(r"=[ \t]*[$€£₹]?\Z")
 # where reasoning ends in either schema (tags, plain)
 _REASONING_OVER = re.compile(r"</reasoning>|<answer>|(?:^|\n)\s*Answer:")
 _REASONING_START = re.compile(r"<reasoning>|(?:^|\n)\s*Reasoning:")
+# Short division (the "uniform" trace style, cotune.data.steps.short_division) states each
+# whole-number division with its remainder ("27 / 8 = 3 r 3"). Once the reasoning has written
+# such a step, or a division heads them ("272 / 8: 2 / 8 ="), a whole-number division gets
+# its quotient and remainder rather than a decimal the steps after it could not use.
+_REMAINDER_STEP = re.compile(r"\d+ / \d+ = \d+ r \d+")
+_SHORT_DIVISION_HEAD = re.compile(r"\d+ / (\d+): \d+ / (\d+) =[ \t]*\Z")
+_WHOLE_DIVISION = re.compile(r"(\d+) / (\d+)")
 # Exact up to this many decimals; a value with more (or a repeating one) is rounded.
 MAX_EXACT_DECIMALS = 6
 ROUND_DECIMALS = 2
@@ -104,8 +111,23 @@ def value_to_insert(text: str) -> str | None:
         return None
     if last.claimed.lstrip("$€£₹").strip() != _PROBE:
         return None
-    value = format_value(last.true_value)
+    value = _remainder_value(text, last.expression) or format_value(last.true_value)
     done = find_claims(text + value)
     if not done or done[-1].span[1] != len(text) + len(value) or not done[-1].correct:
         return None
     return value
+
+
+def _remainder_value(text: str, expression: str) -> str | None:
+    """``"3 r 3"`` for ``27 / 8`` when ``text`` is doing short division, else None."""
+    whole = _WHOLE_DIVISION.fullmatch(expression)
+    if whole is None or int(whole[2]) == 0:
+        return None
+    start = None
+    for m in _REASONING_START.finditer(text):
+        start = m.end()
+    head = _SHORT_DIVISION_HEAD.search(text)
+    if not (_REMAINDER_STEP.search(text, start or 0) or (head and head[1] == head[2])):
+        return None
+    q, m = divmod(int(whole[1]), int(whole[2]))
+    return f"{q} r {m}"
