@@ -54,6 +54,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="add this many drill records: the training traces' own claims, shuffled, 12 a record",
     )
     ap.add_argument(
+        "--extra-tasks",
+        default=None,
+        help="tasks to weight up: --extra-n more records of these join the training pool",
+    )
+    ap.add_argument("--extra-n", type=int, default=1000)
+    ap.add_argument(
         "--calculator",
         action="store_true",
         help="also score the trained model with the calculator filling in every claim's value "
@@ -70,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     style_kw = {"style": args.style} if args.style else {}
     t0 = time.perf_counter()
     pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
+    if args.extra_tasks:  # its own seed: no record repeats one of the main pool's
+        pool += data.generate(args.extra_tasks, n=args.extra_n, seed=1, difficulty=diff, **style_kw)
     train_keys = {data.question_key(r.question) for r in pool}
     if args.val_file:  # one frozen validation set, so every row of the study is comparable
         val = data.read_jsonl(args.val_file)
