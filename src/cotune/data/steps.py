@@ -12,8 +12,8 @@ each time. ``uniform`` is ``small`` with one shape for every division and every
 percentage, so no step depends on which case a number falls in: whole-number division one
 digit at a time with its remainder (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32 / 8 = 4 r 0,
 so 34``) instead of round chunks and the subtractions they need, and every percentage that
-is a multiple of 5 from tenths and half a tenth (``25%``: ``540 / 10 = 54, 54 * 2 = 108, 54
-/ 2 = 27, 108 + 27 = 135``), never halving for 50% or quartering for 25%. ``compact`` writes one
+is a multiple of 5 from tenths and half a tenth (``25%``: ``540 / 10 = 54, 54 * 2: ..., 54
+/ 2 = 27, 108 + 27: ...``), never halving for 50% or quartering for 25%. ``compact`` writes one
 claim per operation, as a person in a hurry would; the recipe study (docs/recipe.md)
 measures them on the same validation questions.
 
@@ -190,7 +190,7 @@ def div(a: Num, b: Num) -> list[str]:
     q = Fraction(a) / Fraction(b)
     whole = int(q)
     # Halving is local (each digit needs only its neighbour's parity), and so is dropping
-    # zeros for tens and hundreds: one claim each.
+    # zeros for tens and hundreds: one claim each, in every style.
     if ia is not None and ib is not None and _uniform() and ib not in (1, 2, 10, 100):
         if (q * 10**SHORT_DIVISION_PLACES).denominator == 1:
             steps, _, _ = short_division(ia, ib, decimals=True)
@@ -282,9 +282,9 @@ def worked(a: Num, op: str, b: Num) -> list[str]:
 def percent_of(base: Num, p: Num) -> list[str]:
     """``p% of base`` from easy parts: halves and quarters, or tenths
     (``280 / 10 = 28, 28 * 2 = 56``), never ``base * p / 100`` in one claim. ``uniform``
-    uses tenths for every multiple of 5 (``10%``: ``280 / 10 = 28, 28 * 1 = 28``): a model
-    trained on both shapes took the halving one for 5%, 20%, 25% and 45% alike (recipe
-    study, docs/recipe.md)."""
+    uses tenths for every multiple of 5 (``10%``: ``280 / 10 = 28, 28 * 1 = 28``), because
+    a model trained on both shapes took the halving one for 5%, 20%, 25% and 45% alike; with
+    that choice gone it added half a tenth where there was none (docs/recipe.md)."""
     base, p = Fraction(base), Fraction(p)
     v = base * p / 100
     if not small():
