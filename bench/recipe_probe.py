@@ -68,7 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
 
     from cotune.eval import evaluate
-    from cotune.eval.metrics import wilson_interval
     from cotune.model import load
     from cotune.train.sft import train
 
@@ -76,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     style_kw = {"style": args.style} if args.style else {}
     t0 = time.perf_counter()
     pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
-    if args.extra_tasks:  # its own seed: no record repeats one of the main pool's
+    if args.extra_tasks:  # another seed: other draws of those tasks
         pool += data.generate(args.extra_tasks, n=args.extra_n, seed=1, difficulty=diff, **style_kw)
     train_keys = {data.question_key(r.question) for r in pool}
     if args.val_file:  # one frozen validation set, so every row of the study is comparable
@@ -117,10 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
     }
     report = evaluate(result.model, val, **eval_kw)
     t_end = time.perf_counter()
-    alone = score(report, wilson_interval)
+    alone = score(report)
     calc = None
     if args.calculator:
-        calc = score(evaluate(result.model, val, calculator=True, **eval_kw), wilson_interval)
+        calc = score(evaluate(result.model, val, calculator=True, **eval_kw))
         calc["seconds"] = round(time.perf_counter() - t_end, 1)
     val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
     out = {
@@ -159,20 +158,17 @@ def main(argv: list[str] | None = None) -> dict:
     return out
 
 
-def score(report, wilson_interval) -> dict:
-    """Accuracy (with its Wilson interval), step validity, per-task counts and the first 40
-    failures of one greedy evaluation."""
+def score(report) -> dict:
+    """Accuracy with its Wilson interval and step validity (the report's own), per-task
+    counts and the first 40 failures of one greedy evaluation."""
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     fails = []
-    n_claims = n_true = 0
     for row in report.rows:
         s = row.samples[0]
         per_task[row.task][0] += int(s.strict_correct)
         per_task[row.task][1] += 1
-        d = s.to_dict()
-        n_claims += d.get("n_claims") or 0
-        n_true += d.get("n_true_claims") or 0
         if not s.strict_correct and len(fails) < 40:
+            d = s.to_dict()
             fails.append(
                 {
                     "task": row.task,
@@ -182,14 +178,14 @@ def score(report, wilson_interval) -> dict:
                     "false": d.get("false_claims"),
                 }
             )
-    n = max(1, len(report.rows))
-    correct = sum(c for c, _ in per_task.values())
+    metrics = report.metrics
+    ci = metrics["accuracy_strict_ci95"]
     return {
-        "accuracy": correct / n,
-        "accuracy_ci95": list(wilson_interval(correct, len(report.rows))),
-        "step_validity": (n_true / n_claims) if n_claims else None,
-        "per_task": {k: {"correct": c, "n": m} for k, (c, m) in sorted(per_task.items())},
-        "format_strict": report.metrics.get("format_strict"),
+        "accuracy": metrics["accuracy_strict"],
+        "accuracy_ci95": [ci["lo"], ci["hi"]],
+        "step_validity": (metrics.get("steps") or {}).get("step_validity"),
+        "per_task": {k: {"correct": c, "n": n} for k, (c, n) in sorted(per_task.items())},
+        "format_strict": metrics.get("format_strict"),
         "failures": fails,
     }
 

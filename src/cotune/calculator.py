@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from cotune.verify import find_claims
+from cotune.verify import Claim, find_claims, whole_division
 
 # "... =" with optional spaces and an optional currency sign after it, at the very end
 _ENDS_WITH_EQUALS = re.compile(r"=[ \t]*[$€£₹]?\Z")
@@ -34,22 +34,24 @@ _REASONING_START = re.compile(r"<reasoning>|(?:^|\n)\s*Reasoning:")
 # whole-number division with its remainder ("27 / 8 = 3 r 3"). Once the reasoning has written
 # such a step, or a division heads them ("272 / 8: 2 / 8 ="), a whole-number division gets
 # its quotient and remainder rather than a decimal the steps after it could not use.
-_REMAINDER_STEP = re.compile(r"\d+ / \d+ = \d+ r \d+")
 _SHORT_DIVISION_HEAD = re.compile(r"\d+ / (\d+): \d+ / (\d+) =[ \t]*\Z")
-_WHOLE_DIVISION = re.compile(r"(\d+) / (\d+)")
 # Exact up to this many decimals; a value with more (or a repeating one) is rounded.
 MAX_EXACT_DECIMALS = 6
 ROUND_DECIMALS = 2
 _PROBE = "0"
 
 
-def _reasoning_open(text: str) -> bool:
-    """Whether ``text`` ends inside reasoning (or in text with no schema markers at all)."""
-    start = None
+def _reasoning_start(text: str) -> int:
+    """Where the last reasoning of ``text`` begins (0 when no marker opens one)."""
+    start = 0
     for m in _REASONING_START.finditer(text):
         start = m.end()
-    over = _REASONING_OVER.search(text, start or 0)
-    return over is None
+    return start
+
+
+def _reasoning_open(text: str) -> bool:
+    """Whether ``text`` ends inside reasoning (or in text with no schema markers at all)."""
+    return _REASONING_OVER.search(text, _reasoning_start(text)) is None
 
 
 def _decimals(x: Fraction) -> int | None:
@@ -111,23 +113,23 @@ def value_to_insert(text: str) -> str | None:
         return None
     if last.claimed.lstrip("$€£₹").strip() != _PROBE:
         return None
-    value = _remainder_value(text, last.expression) or format_value(last.true_value)
+    value = _remainder_value(text, claims) or format_value(last.true_value)
     done = find_claims(text + value)
     if not done or done[-1].span[1] != len(text) + len(value) or not done[-1].correct:
         return None
     return value
 
 
-def _remainder_value(text: str, expression: str) -> str | None:
-    """``"3 r 3"`` for ``27 / 8`` when ``text`` is doing short division, else None."""
-    whole = _WHOLE_DIVISION.fullmatch(expression)
-    if whole is None or int(whole[2]) == 0:
+def _remainder_value(text: str, claims: list[Claim]) -> str | None:
+    """``"3 r 3"`` for a pending ``27 / 8`` (the last of ``claims``, found in ``text`` and the
+    probe) when the open reasoning is doing short division, else None."""
+    division = whole_division(claims[-1].expression)
+    if division is None or division[1] == 0:
         return None
-    start = None
-    for m in _REASONING_START.finditer(text):
-        start = m.end()
+    start = _reasoning_start(text)
+    written = any(" r " in c.claimed and c.span[0] >= start for c in claims[:-1])
     head = _SHORT_DIVISION_HEAD.search(text)
-    if not (_REMAINDER_STEP.search(text, start or 0) or (head and head[1] == head[2])):
+    if not (written or (head and head[1] == head[2])):
         return None
-    q, m = divmod(int(whole[1]), int(whole[2]))
+    q, m = divmod(*division)
     return f"{q} r {m}"

@@ -246,14 +246,20 @@ def find_claims(text: str) -> list[Claim]:
     return claims
 
 
+def whole_division(expression: str) -> tuple[int, int] | None:
+    """``(a, b)`` when ``expression`` divides one whole number by another (``27 / 8``)."""
+    m = _WHOLE_DIVISION.fullmatch(expression)
+    return (int(m[1]), int(m[2])) if m else None
+
+
 def _remainder_claim(text: str, left: str, right: str, start: int, end: int) -> Claim | None:
     """``a / b = q r m`` when the text goes on from ``a / b = q`` with `` r m``: true when
     ``q`` and ``m`` are the whole quotient and the remainder."""
     after = _REMAINDER_AFTER.match(text, end)
-    whole = _WHOLE_DIVISION.fullmatch(left)
-    if after is None or whole is None or _WHOLE.fullmatch(right) is None:
+    division = whole_division(left)
+    if after is None or division is None or _WHOLE.fullmatch(right) is None:
         return None
-    a, b, q, m = int(whole[1]), int(whole[2]), int(right), int(after[1])
+    (a, b), q, m = division, int(right), int(after[1])
     true = Fraction(a, b) if b else None
     ok = b > 0 and q == a // b and m == a % b
     claimed = f"{right} r {after[1]}"

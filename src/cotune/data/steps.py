@@ -35,6 +35,8 @@ from cotune.format import format_number as fmt
 TRACE_STYLES = ("small", "compact", "uniform")
 DEFAULT_STYLE = "small"
 _STYLE: ContextVar[str] = ContextVar("cotune_trace_style", default=DEFAULT_STYLE)
+# Decimal places short division writes at most (the quotients it is used for terminate).
+SHORT_DIVISION_PLACES = 4
 
 Num = int | Fraction
 
@@ -222,10 +224,6 @@ def _terminates(q: Fraction) -> bool:
         while d % f == 0:
             d //= f
     return d == 1
-
-
-# Decimal places short division writes at most (the quotients it is used for terminate).
-SHORT_DIVISION_PLACES = 4
 
 
 def short_division(a: int, b: int, *, decimals: bool) -> tuple[list[str], int, int]:
