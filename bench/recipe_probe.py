@@ -80,11 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     train_keys = {data.question_key(r.question) for r in pool}
     if args.val_file:  # one frozen validation set, so every row of the study is comparable
         val = data.read_jsonl(args.val_file)
-        pool = [
-            r
-            for r in pool
-            if data.question_key(r.question) not in {data.question_key(v.question) for v in val}
-        ]
+        val_keys = {data.question_key(v.question) for v in val}
+        pool = [r for r in pool if data.question_key(r.question) not in val_keys]
     else:
         val = data.generate(
             args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw

@@ -208,3 +208,13 @@ def test_short_division_steps_are_table_facts_copied_from_before(a: int, b: int)
         digits += str(quot)
     assert int(digits) == q and rest == r
     assert all(c.correct for c in find_claims(", ".join(steps)))
+
+
+def test_config_offers_every_trace_style() -> None:
+    """``data.style`` lists the styles by hand (config sits below data and cannot import
+    them), so the two lists are checked against each other here."""
+    from typing import get_args
+
+    from cotune.config import DataCfg
+
+    assert get_args(DataCfg.model_fields["style"].annotation) == S.TRACE_STYLES

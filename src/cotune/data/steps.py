@@ -287,12 +287,11 @@ def percent_of(base: Num, p: Num) -> list[str]:
     v = base * p / 100
     if not small():
         return [f"{fmt(base)} * {fmt(p)} / 100 = {fmt(v)}"]
-    if p == 50 and not _uniform():
-        return worked(base, "/", 2)
-    if p in (25, 75) and not _uniform():
-        q = base / 4
+    if not _uniform() and p in (25, 50, 75):  # halves and quarters
+        if p == 50:
+            return worked(base, "/", 2)
         steps = [*worked(base, "/", 2), *worked(base / 2, "/", 2)]
-        return steps if p == 25 else [*steps, *worked(q, "*", 3)]
+        return steps if p == 25 else [*steps, *worked(base / 4, "*", 3)]
     if p % 5 == 0:
         tenth = base / 10
         tens, five = divmod(int(p), 10)
