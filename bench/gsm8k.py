@@ -569,7 +569,9 @@ def table(results: dict[str, Any]) -> str:
             wall = (e.get("seconds") or 0) + (train.get("seconds") or 0)
             cpus = [x.get("cpu_seconds") for x in (e, train) if x]
             cpu = f" (CPU {sum(cpus) / 60:.1f} min)" if cpus and None not in cpus else ""
-            if train.get("resumed"):  # a killed attempt records nothing: only the last counts
+            if train.get("wall_note"):  # how a hand-timed training wall time was made
+                cpu += f", {train['wall_note']}"
+            elif train.get("resumed"):  # a killed attempt records nothing: only the last counts
                 cpu += ", training resumed: the part before the interruption not counted"
             cmd = e["command"]
             lines.append(

@@ -241,6 +241,10 @@ def test_table_from_results() -> None:
     assert "| 12.0 min (CPU 22.0 min), training resumed: the part before the interruption " in (
         gsm8k.table(res)
     )
+    # a training time put together by hand says how, in place of the resumed caveat
+    sft["train"]["wall_note"] = "both parts counted"
+    t = gsm8k.table(res)
+    assert "| 12.0 min (CPU 22.0 min), both parts counted |" in t and "interruption" not in t
 
 
 def test_readme_summary_between_its_markers(tmp_path: Path) -> None:
