@@ -62,6 +62,18 @@ def test_cli_run_resume_and_refusals(cfg_file, tmp_path) -> None:
     r = _run("--config", str(cfg_file), "--init", "tiny", "--out", str(out))
     assert r.exit_code == 2 and "--resume" in r.output
 
+    # a resume that would change what the next steps compute is refused, the run untouched
+    saved = {n: (out / n).read_bytes() for n in ("config.yaml", "metrics.jsonl", "rl.json")}
+    base = ("--config", str(cfg_file), "--init", "tiny", "--out", str(out))
+    r = _run(*base, "--resume", "--set", "rl.lr=5e-4", "--set", "rl.checkpoint_every=1")
+    assert r.exit_code == 2, r.output
+    msg = " ".join(r.output.split())
+    assert "rl.lr: 0.001 -> 0.0005" in msg and "--force-config" in msg
+    assert "checkpoint_every" not in msg  # logging and saving may change
+    assert {n: (out / n).read_bytes() for n in saved} == saved
+    r = _run(*base, "--force-config")
+    assert r.exit_code == 2 and "only applies with --resume" in r.output
+
     r = _run("--config", str(cfg_file), "--init", "tiny", "--out", str(out), "--resume")
     assert r.exit_code == 0, r.output
     assert "resumed from step 2" in r.output
@@ -95,6 +107,18 @@ def test_resume_equals_uninterrupted_run(cfg_file, tmp_path) -> None:
     assert a["steps"] == b["steps"] == 4
     assert a["last_reward"] == pytest.approx(b["last_reward"], abs=1e-6)
     assert [e["eval_accuracy"] for e in a["evals"]] == [e["eval_accuracy"] for e in b["evals"]]
+
+
+def test_what_a_grpo_resume_may_change() -> None:
+    """GRPO's own settings count, the SFT-only ones do not, except the matmul precision."""
+    from cotune.rl.run import rl_resume_free
+
+    for key in ("rl.lr", "rl.beta", "rl.num_generations", "lora.rank", "format.template",
+                "data.train", "data.seed", "model.name", "train.bf16_matmul"):  # fmt: skip
+        assert not rl_resume_free(key), key
+    for key in ("rl.eval_every", "rl.checkpoint_every", "data.val", "optim.lr",
+                "train.batch_size", "eval.max_new_tokens", "mesh.tp"):  # fmt: skip
+        assert rl_resume_free(key), key
 
 
 def test_cli_bad_config_is_a_clear_error(tmp_path) -> None:

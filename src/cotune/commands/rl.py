@@ -20,7 +20,14 @@ def rl(
     ),
     which: str = typer.Option("best", "--which", help="for an --init run folder: " + WHICH_HELP),
     out: Path = typer.Option(..., "--out", help="run folder to write"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the latest checkpoint"),
+    resume: bool = typer.Option(
+        False, "--resume", help="continue from the latest checkpoint (a larger rl.steps extends it)"
+    ),
+    force_config: bool = typer.Option(
+        False,
+        "--force-config",
+        help="with --resume: accept settings that differ from the run's config.yaml",
+    ),
     force: bool = typer.Option(False, "--force", help="overwrite an existing run folder"),
     set_: list[str] = typer.Option(None, "--set", help="override a config key, e.g. rl.lr=1e-5"),
 ) -> None:
@@ -29,6 +36,9 @@ def rl(
     from cotune.rl import run as rl_run
     from cotune.rl.questions import load_rl_records, make_examples
 
+    if force_config and not resume:
+        console.print("[red]cotune rl: --force-config only applies with --resume[/]")
+        raise typer.Exit(2)
     try:
         cfg = load_config(config, set_)
         data_files = [src.path for src in cfg.data.train] + [cfg.data.val]
@@ -53,7 +63,7 @@ def rl(
         f"{cfg.rl.num_generations} generations"
     )
     from cotune.train.checkpoint_integrity import CheckpointError
-    from cotune.train.errors import TrainError
+    from cotune.train.errors import ConfigChanged, TrainError
 
     # --force keeps the old run folder (moved to a hidden sibling) until the new run has
     # finished, so a failed or killed run never costs the previous one.
@@ -61,8 +71,12 @@ def rl(
     try:
         with set_aside(out) if force and not resume else nullcontext() as old:
             res = rl_run.train_grpo(
-                model, cfg, train_ex, held_ex, out, resume=resume, init=init, console=console
-            )
+                model, cfg, train_ex, held_ex, out,
+                resume=resume, force_config=force_config, init=init, console=console,
+            )  # fmt: skip
+    except ConfigChanged as e:  # a usage error, like a bad --set: nothing was computed
+        console.print(f"cotune rl: {e}", style="red", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     except (TrainError, CheckpointError, OSError) as e:
         console.print(f"[red]cotune rl: {e}[/]")
         if old is not None:

@@ -34,7 +34,35 @@ from cotune.train.checkpoint import RunCheckpoints
 from cotune.train.errors import diverged
 from cotune.train.metrics import MetricsLogger
 from cotune.train.plots import RL_PLOT, plot_run
+from cotune.train.resume import check_resume_config
 from cotune.train.run_folder import open_run_dir, write_config
+
+# What a resumed GRPO run may change: what is logged, saved or held out, and the SFT-only
+# sections (train.*, optim.*: GRPO has its own rl.lr and rl.grad_clip; train.bf16_matmul is
+# the exception, it sets the policy's matmul precision). rl.steps sets the run's length.
+# Everything else (rl.*, lora.*, model.*, format.*, the training questions) changes what the
+# next steps compute, so a resume with it changed is refused unless --force-config.
+RL_RESUME_FREE = (
+    "rl.eval_every",
+    "rl.eval_size",
+    "rl.eval_max_new_tokens",
+    "rl.log_every",
+    "rl.checkpoint_every",
+    "rl.keep_checkpoints",
+    "data.val",
+    "data.val_size_for_accuracy",
+    "data.test_difficulty",
+)
+RL_RESUME_LENGTH = ("rl.steps",)
+
+
+def rl_resume_free(key: str) -> bool:
+    """Whether a resumed GRPO run may change ``key`` (see ``RL_RESUME_FREE``)."""
+    if key in RL_RESUME_FREE:
+        return True
+    if key == "train.bf16_matmul":
+        return False
+    return key.startswith(("train.", "optim.", "eval.", "mesh."))
 
 
 @dataclass
@@ -93,6 +121,7 @@ def train_grpo(
     *,
     resume: bool = False,
     force: bool = False,
+    force_config: bool = False,
     reward_fn: RewardFn | None = None,
     console: Console | None = None,
     init: str | None = None,
@@ -102,11 +131,22 @@ def train_grpo(
 
     Writes ``config.yaml``, ``rl.json`` (``init``: what the policy started from),
     ``metrics.jsonl``, ``tb/``, ``checkpoints/<step>/`` (LoRA, reference LoRA, optimizer,
-    history) and ``rl_plot.png``. A folder holding a run needs ``resume`` or ``force``.
+    history) and ``rl_plot.png``. A folder holding a run needs ``resume`` or ``force``; a
+    resume whose settings would change what the next steps compute raises
+    :class:`cotune.train.errors.ConfigChanged` unless ``force_config``.
     """
     out = Path(out)
     console = console or Console(stderr=True)
     resuming = open_run_dir(out, resume=resume, force=force)
+    if resuming:
+        check_resume_config(
+            out,
+            cfg,
+            force_config,
+            lambda m: console.print(m, markup=False, highlight=False),
+            free=rl_resume_free,
+            length=RL_RESUME_LENGTH,
+        )
     model = ensure_lora(model, cfg.lora, cfg.rl.seed)
     trainer = GRPOTrainer(model, cfg, train, evals, reward_fn=reward_fn)
     rl = cfg.rl

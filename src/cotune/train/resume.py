@@ -56,8 +56,19 @@ def _show(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False)
 
 
-def check_resume_config(out: Path, cfg: RunConfig, force_config: bool, log: Log) -> None:
-    """Refuse to resume with settings that would change the result (before any compute)."""
+def check_resume_config(
+    out: Path,
+    cfg: RunConfig,
+    force_config: bool,
+    log: Log,
+    *,
+    free: Callable[[str], bool] = _is_free,
+    length: Sequence[str] = RESUME_LENGTH,
+) -> None:
+    """Refuse to resume with settings that would change the result (before any compute).
+
+    ``free`` and ``length`` say which keys may change: SFT's by default; ``cotune rl`` passes
+    its own, because GRPO reads ``rl.*`` and not the SFT optimizer."""
     saved = out / "config.yaml"
     if not saved.is_file():
         log(f"note: {saved} is missing, so the checkpoint's settings cannot be compared")
@@ -66,11 +77,7 @@ def check_resume_config(out: Path, cfg: RunConfig, force_config: bool, log: Log)
         old = load_config(saved)
     except ConfigError as e:
         raise TrainError(f"the run's saved config does not load: {e}") from None
-    changed = [
-        (k, a, b)
-        for k, a, b in config_changes(old, cfg)
-        if not _is_free(k) and k not in RESUME_LENGTH
-    ]
+    changed = [(k, a, b) for k, a, b in config_changes(old, cfg) if not free(k) and k not in length]
     if not changed:
         return
     what = "; ".join(f"{k}: {_show(a)} -> {_show(b)}" for k, a, b in changed)
