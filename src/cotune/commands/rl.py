@@ -74,7 +74,7 @@ def rl(
                 model, cfg, train_ex, held_ex, out,
                 resume=resume, force_config=force_config, init=init, console=console,
             )  # fmt: skip
-    except ConfigChanged as e:  # a usage error, like a bad --set: nothing was computed
+    except ConfigChanged as e:  # a usage error, like a bad --set: refused before any step
         console.print(f"cotune rl: {e}", style="red", markup=False, highlight=False)
         raise typer.Exit(2) from None
     except (TrainError, CheckpointError, OSError) as e:

@@ -34,12 +34,12 @@ from cotune.train.checkpoint import RunCheckpoints
 from cotune.train.errors import diverged
 from cotune.train.metrics import MetricsLogger
 from cotune.train.plots import RL_PLOT, plot_run
-from cotune.train.resume import check_resume_config
+from cotune.train.resume import check_resume_config, is_free
 from cotune.train.run_folder import open_run_dir, write_config
 
 # What a resumed GRPO run may change: what is logged, saved or held out, and the SFT-only
-# sections (train.*, optim.*: GRPO has its own rl.lr and rl.grad_clip; train.bf16_matmul is
-# the exception, it sets the policy's matmul precision). rl.steps sets the run's length.
+# sections (train.*, optim.*: GRPO has its own rl.lr and rl.grad_clip), except
+# train.bf16_matmul, which sets the policy's matmul precision. rl.steps sets the run's length.
 # Everything else (rl.*, lora.*, model.*, format.*, the training questions) changes what the
 # next steps compute, so a resume with it changed is refused unless --force-config.
 RL_RESUME_FREE = (
@@ -52,17 +52,18 @@ RL_RESUME_FREE = (
     "data.val",
     "data.val_size_for_accuracy",
     "data.test_difficulty",
+    "train.",
+    "optim.",
+    "eval.",
+    "mesh.",
 )
+RL_RESUME_PINNED = ("train.bf16_matmul",)
 RL_RESUME_LENGTH = ("rl.steps",)
 
 
 def rl_resume_free(key: str) -> bool:
     """Whether a resumed GRPO run may change ``key`` (see ``RL_RESUME_FREE``)."""
-    if key in RL_RESUME_FREE:
-        return True
-    if key == "train.bf16_matmul":
-        return False
-    return key.startswith(("train.", "optim.", "eval.", "mesh."))
+    return is_free(key, RL_RESUME_FREE, RL_RESUME_PINNED)
 
 
 @dataclass

@@ -48,8 +48,12 @@ RESUME_FREE = (
 RESUME_LENGTH = ("train.steps", "train.epochs")
 
 
-def _is_free(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_FREE)
+def is_free(key: str, free: Sequence[str] = RESUME_FREE, pinned: Sequence[str] = ()) -> bool:
+    """Whether ``key`` is one of ``free`` (a prefix ending in "." covers a section) and not
+    one of ``pinned`` (the keys of a free section that still change the result)."""
+    return key not in pinned and any(
+        key == k or (k.endswith(".") and key.startswith(k)) for k in free
+    )
 
 
 def _show(v: Any) -> str:
@@ -62,7 +66,7 @@ def check_resume_config(
     force_config: bool,
     log: Log,
     *,
-    free: Callable[[str], bool] = _is_free,
+    free: Callable[[str], bool] = is_free,
     length: Sequence[str] = RESUME_LENGTH,
 ) -> None:
     """Refuse to resume with settings that would change the result (before any compute).
