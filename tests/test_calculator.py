@@ -135,3 +135,10 @@ def test_short_division_steps_get_quotient_and_remainder() -> None:
     assert value_to_insert("<reasoning>272 / 8: 2 / 3 =") == "0.67"
     old = "<reasoning>9 / 2 = 4 r 1.</reasoning><answer>1</answer> <reasoning>27 / 8 ="
     assert value_to_insert(old) == "3.375"
+
+
+def test_short_division_head_is_a_division_of_its_own() -> None:
+    """``7 - 8 / 8: 8 / 8 =`` works an expression whose last part is 8 / 8, not a short
+    division of 8 by 8: its value is 1, not ``1 r 0``."""
+    assert value_to_insert("<reasoning>7 - 8 / 8: 8 / 8 =") == "1"
+    assert value_to_insert("<reasoning>272 / 8: 2 / 8 =") == "0 r 2"

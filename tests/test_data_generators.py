@@ -41,8 +41,8 @@ def _check_problem(task: str, p: tasks_arith.Problem) -> None:
     m = _HEADER.match(p.reasoning)
     if task in ("add", "sub", "mul", "div"):
         assert m is not None and evaluate(m.group(1)) == p.answer, (task, p.reasoning)
-    if task == "expr":
-        assert evaluate(p.reasoning.split(":")[0]) == p.answer
+    if task == "expr":  # headed by the expression, or (one operation) the claim itself
+        assert evaluate(re.split(r":| = ", p.reasoning)[0]) == p.answer
     for schema in ("tags", "plain"):
         parsed = parse_completion(
             render_completion(p.reasoning, answer, schema), schema, strict=True
@@ -161,3 +161,22 @@ def test_verification_catches_a_buggy_task(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setitem(TASKS, "add", lambda rng, d: bad)
     with pytest.raises(GenerationError):
         data.generate(["add"], 1)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_tool_traces_hold_the_values_the_calculator_writes(task: str) -> None:
+    """A ``tool`` trace is trained for generation with the calculator, so each claim's value
+    must be exactly what the calculator would write after its ``=``: else the text the model
+    learns to continue from is not the text it will see."""
+    from cotune.calculator import value_to_insert
+    from cotune.verify import find_claims
+
+    fn = TASKS[task]
+    with steps.trace_style("tool"):
+        for seed in range(300):
+            p = fn(random.Random(seed), seed % 2 + 1)
+            found = find_claims(p.reasoning)
+            assert found, (task, p.reasoning)
+            for c in found:
+                before = p.reasoning[: c.span[1] - len(c.claimed)].rstrip()
+                assert value_to_insert("<reasoning>" + before) == c.claimed, (task, p.reasoning)

@@ -104,3 +104,30 @@ def test_plan_is_deterministic_and_fixed_shape(tok) -> None:
         for st in p1.steps
     }
     assert shapes == {(1, p1.bucket)}
+
+
+def test_mask_values_leaves_each_claim_value_untrained(tok) -> None:
+    """With ``mask_values`` the tokens of every claim's value (what the calculator writes)
+    are in the sequence and not trained; everything else of the completion still is."""
+    rec = dict(REC, reasoning="Cost: 12 * 4 = 48. Left: 50 - 48 = 2.", answer="2")
+    plain = tokenize_record(rec, tok, max_seq_len=256)
+    masked = tokenize_record(rec, tok, max_seq_len=256, mask_values=True)
+    assert plain is not None and masked is not None
+    # the same text either way, fewer targets
+    assert tok.decode(masked.tokens.tolist()) == tok.decode(plain.tokens.tolist())
+    assert masked.n_trained < plain.n_trained
+    skipped = [
+        t
+        for t, m, i in zip(masked.tokens, masked.loss_mask, range(len(masked)), strict=True)
+        if not m and i >= masked.prompt_len
+    ]
+    # the untrained completion tokens are exactly the two values, each with its space
+    assert tok.decode([int(t) for t in skipped]).split() == ["48", "2"]
+    completion = masked.tokens[masked.prompt_len :].tolist()
+    values = [tok.encode(" 48"), tok.encode(" 2")]
+    assert all(
+        any(completion[i : i + len(v)] == v for i in range(len(completion))) for v in values
+    )  # each value tokenized on its own, as the calculator's forced text is
+    # the answer and the end token stay trained
+    assert tok.decode(masked.tokens[masked.loss_mask].tolist()).endswith("<answer>2</answer>")
+    assert masked.loss_mask[-1]

@@ -21,8 +21,8 @@ as separate rows, never mixed.
 from __future__ import annotations
 
 import re
-from fractions import Fraction
 
+from cotune.format import format_value
 from cotune.verify import Claim, find_claims, whole_division
 
 # "... =" with optional spaces and an optional currency sign after it, at the very end
@@ -34,10 +34,8 @@ _REASONING_START = re.compile(r"<reasoning>|(?:^|\n)\s*Reasoning:")
 # whole-number division with its remainder ("27 / 8 = 3 r 3"). Once the reasoning has written
 # such a step, or a division heads them ("272 / 8: 2 / 8 ="), a whole-number division gets
 # its quotient and remainder rather than a decimal the steps after it could not use.
-_SHORT_DIVISION_HEAD = re.compile(r"\d+ / (\d+): \d+ / (\d+) =[ \t]*\Z")
-# Exact up to this many decimals; a value with more (or a repeating one) is rounded.
-MAX_EXACT_DECIMALS = 6
-ROUND_DECIMALS = 2
+# The head is a division of its own: ``7 - 8 / 8: 8 / 8 =`` works an expression, not 8 / 8.
+_SHORT_DIVISION_HEAD = re.compile(r"(?<![-+*/×÷] )(?<![\d.])\d+ / (\d+): \d+ / (\d+) =[ \t]*\Z")
 _PROBE = "0"
 
 
@@ -52,45 +50,6 @@ def _reasoning_start(text: str) -> int:
 def _reasoning_open(text: str) -> bool:
     """Whether ``text`` ends inside reasoning (or in text with no schema markers at all)."""
     return _REASONING_OVER.search(text, _reasoning_start(text)) is None
-
-
-def _decimals(x: Fraction) -> int | None:
-    """Decimal places ``x`` needs exactly, or None if it repeats or needs too many."""
-    d, places = x.denominator, 0
-    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:
-        if places >= MAX_EXACT_DECIMALS:
-            return None
-        d = d // 10 if d % 10 == 0 else d // 2 if d % 2 == 0 else d // 5
-        places += 1
-    if d != 1:
-        return None
-    while x * 10**places != int(x * 10**places):  # 2s and 5s can need extra places
-        places += 1
-    return places if places <= MAX_EXACT_DECIMALS else None
-
-
-def _fixed(x: Fraction, places: int) -> str:
-    """``x`` rounded to ``places`` decimals (half to even), all of them written."""
-    q = round(x * 10**places)
-    sign, digits = ("-" if q < 0 else ""), str(abs(q)).rjust(places + 1, "0")
-    if not places:
-        return f"{sign}{digits}"
-    return f"{sign}{digits[:-places]}.{digits[-places:]}"
-
-
-def format_value(x: Fraction) -> str:
-    """How the calculator writes a value: exactly when it has at most
-    :data:`MAX_EXACT_DECIMALS` decimals (``24``, ``0.2``, ``-3.125``), else rounded to
-    :data:`ROUND_DECIMALS` places with every place written (``10 / 3`` -> ``3.33``, ``4.00``),
-    more places for a small value that would round to zero. verify accepts a decimal
-    rounded correctly at its own precision, so the step stays true."""
-    places = _decimals(x)
-    if places is not None:
-        return _fixed(x, places)
-    for places in range(ROUND_DECIMALS, MAX_EXACT_DECIMALS + 1):
-        if round(x * 10**places) != 0:
-            break
-    return _fixed(x, places)
 
 
 def value_to_insert(text: str) -> str | None:

@@ -99,7 +99,7 @@ class DataCfg(_Strict):
     # Levels of the quickstart's generated test sets; None = the training `difficulty`.
     test_difficulty: list[Int] | None = Field(None, min_length=1)
     # Shape of the arithmetic in generated traces (cotune.data.steps; docs/recipe.md).
-    style: Literal["small", "compact", "uniform"] = "small"
+    style: Literal["small", "compact", "uniform", "tool"] = "small"
 
     @field_validator("difficulty", "test_difficulty")
     @classmethod
@@ -191,6 +191,10 @@ class TrainCfg(_Strict):
     # some questions (the quickstart at 220 steps: 25 of 256 test completions), so no
     # shipped recipe uses it (docs/recipe.md). Evaluation and validation loss stay over
     # the full vocabulary.
+    # True for traces the model will write with the calculator (data.style: tool): the
+    # values after each claim's "=" stay in the sequence but are not trained, since the
+    # calculator writes them (cotune.train.batches).
+    mask_values: Bool = Field(False, description="do not train the values of claims")
     loss_vocab: Literal["full", "data"] = Field(
         "full", description="softmax of the training loss over the whole vocabulary or the data's"
     )
@@ -206,6 +210,10 @@ class EvalCfg(_Strict):
     few_shot: Int = Field(0, ge=0)
     samples: Int = Field(1, ge=1)
     temperature: Float = Field(0.0, ge=0)
+    # Generate with the calculator filling in each claim's value (cotune.calculator): for a
+    # model trained on `tool` traces, which writes the plan and leaves the arithmetic to it.
+    # A run records it, so `cotune generate/chat/eval` on the run use it by default.
+    calculator: Bool = Field(False, description="generate with the calculator")
 
 
 class RLCfg(_Strict):

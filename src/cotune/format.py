@@ -375,3 +375,48 @@ def format_number(x: Fraction | int) -> str:
         if Fraction(s) == x:
             return s
     return f"{x.numerator}/{x.denominator}"
+
+
+# Exact up to this many decimals; a value with more (or a repeating one) is rounded.
+MAX_EXACT_DECIMALS = 6
+ROUND_DECIMALS = 2
+
+
+def _exact_places(x: Fraction) -> int | None:
+    """Decimal places ``x`` needs exactly, or None if it repeats or needs too many."""
+    d, places = x.denominator, 0
+    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:
+        if places >= MAX_EXACT_DECIMALS:
+            return None
+        d = d // 10 if d % 10 == 0 else d // 2 if d % 2 == 0 else d // 5
+        places += 1
+    if d != 1:
+        return None
+    while x * 10**places != int(x * 10**places):  # 2s and 5s can need extra places
+        places += 1
+    return places if places <= MAX_EXACT_DECIMALS else None
+
+
+def _fixed(x: Fraction, places: int) -> str:
+    """``x`` rounded to ``places`` decimals (half to even), all of them written."""
+    q = round(x * 10**places)
+    sign, digits = ("-" if q < 0 else ""), str(abs(q)).rjust(places + 1, "0")
+    if not places:
+        return f"{sign}{digits}"
+    return f"{sign}{digits[:-places]}.{digits[-places:]}"
+
+
+def format_value(x: Fraction) -> str:
+    """How the calculator (:mod:`cotune.calculator`) writes a value, and so how a ``tool``-style
+    trace writes one: exactly when it has at most
+    :data:`MAX_EXACT_DECIMALS` decimals (``24``, ``0.2``, ``-3.125``), else rounded to
+    :data:`ROUND_DECIMALS` places with every place written (``10 / 3`` -> ``3.33``, ``4.00``),
+    more places for a small value that would round to zero. verify accepts a decimal
+    rounded correctly at its own precision, so the step stays true."""
+    places = _exact_places(x)
+    if places is not None:
+        return _fixed(x, places)
+    for places in range(ROUND_DECIMALS, MAX_EXACT_DECIMALS + 1):
+        if round(x * 10**places) != 0:
+            break
+    return _fixed(x, places)

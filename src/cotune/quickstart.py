@@ -164,7 +164,16 @@ def _same_questions(tuned: Any, records: list[data.Record], **eval_kw: Any) -> A
     from cotune.eval import evaluate
 
     rows = {r.id: r for r in tuned.rows}
-    keep = ("model", "temperature", "top_k", "top_p", "seed", "max_new_tokens", "samples")
+    keep = (
+        "model",
+        "temperature",
+        "top_k",
+        "top_p",
+        "seed",
+        "max_new_tokens",
+        "samples",
+        "calculator",
+    )
     return evaluate(
         None,
         records,
@@ -172,7 +181,7 @@ def _same_questions(tuned: Any, records: list[data.Record], **eval_kw: Any) -> A
         truncated={r.id: [s.truncated for s in rows[r.id].samples] for r in records},
         meta={**{k: tuned.meta.get(k) for k in keep}, "rescored_from": "eval_tuned"},
         progress=False,
-        **{k: v for k, v in eval_kw.items() if k != "batch_size"},
+        **{k: v for k, v in eval_kw.items() if k not in ("batch_size", "calculator")},
     )
 
 
@@ -278,6 +287,7 @@ def _pipeline(
         schema=cfg.format.schema_,
         batch_size=cfg.eval.batch_size,
         tokenizer=model.tokenizer,
+        calculator=cfg.eval.calculator,
     )
     stage("eval_base", "3/5  Evaluating the base model (same instruction, before training)")
     base = evaluate(
@@ -331,7 +341,7 @@ def _pipeline(
     seconds["total"] = time.perf_counter() - t_all
     hb, ht = _headline(base), _headline(tuned)
     hh = _headline(held_report) if held_report is not None else {}
-    con.print(_final_table(cfg.model.name, cmp, base, tuned, held_report))
+    con.print(_final_table(cfg.model.name, cmp, base, tuned, held_report, cfg.eval.calculator))
     con.print(
         f"wall time: {seconds['total'] / 60:.1f} min  ({', '.join(f'{k} {v:.0f}s' for k, v in seconds.items() if k != 'total')})"
     )
@@ -347,6 +357,7 @@ def _pipeline(
         "n_test_heldout_templates": len(held),
         "n_base": len(base_set),
         "test_difficulty": sorted({r.difficulty for r in test}),
+        "calculator": cfg.eval.calculator,
         "sft_steps": result.steps,
         "sft_final_loss": result.final_loss,
         "sft_tokens_per_s": result.tokens_per_s,
@@ -356,16 +367,20 @@ def _pipeline(
     return QuickstartResult(out, hb, ht, seconds, hh)
 
 
-def _final_table(model: str, cmp: Any, base: Any, tuned: Any, held: Any | None) -> Table:
+def _final_table(
+    model: str, cmp: Any, base: Any, tuned: Any, held: Any | None, calculator: bool = False
+) -> Table:
     """Base (first questions) and fine-tuned (all questions, and held-out phrasings), each
-    share with its 95% interval; "change" is on the questions both models answered."""
+    share with its 95% interval; "change" is on the questions both models answered. The
+    title says when both generated with the calculator."""
     from cotune.eval.report import HEADLINE, fmt_ci, fmt_metric, interval_at, metric_at
 
     nb, nt = base.metrics["n_examples"], tuned.metrics["n_examples"]
     cols = [("base", base, nb), ("fine-tuned", tuned, nt)]
     if held is not None:
         cols.append(("fine-tuned, unseen phrasings", held, held.metrics["n_examples"]))
-    table = Table(title=f"{model}: before vs after LoRA SFT (95% intervals)")
+    how = ", both with the calculator" if calculator else ""
+    table = Table(title=f"{model}: before vs after LoRA SFT (95% intervals{how})")
     table.add_column("metric")
     for name, _, n in cols:
         table.add_column(f"{name}\n({n} q)", justify="right")

@@ -43,6 +43,13 @@ def load_model(
         fail(command, str(e))
 
 
+def use_calculator(flag: bool | None, model: Any) -> bool:
+    """``--calculator/--no-calculator`` when given, else what the model's run recorded
+    (``eval.calculator``: a run trained on ``tool`` traces leaves its arithmetic to the
+    calculator, so generating without it would not be what it was trained for)."""
+    return bool(model.meta.get("calculator")) if flag is None else flag
+
+
 def fail(command: str, message: str) -> NoReturn:
     """One line on stderr (whitespace folded, so a wrapped message stays one line), exit 2."""
     typer.echo(f"cotune {command}: {' '.join(message.split())}", err=True)

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cotune.commands._model import WHICH_HELP, load_model
+from cotune.commands._model import WHICH_HELP, load_model, use_calculator
 from cotune.config import EvalCfg
 from cotune.outputs import atomic_dir, check_output
 
@@ -111,13 +111,14 @@ def eval_cmd(
     schema: Annotated[str, typer.Option(help="Completion schema: tags or plain.")] = "tags",
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     calculator: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--calculator",
+            "--calculator/--no-calculator",
             help="Fill in the exact value of each claim the model starts (48 / 2 = -> 24); "
-            "reported as calculator: on, a separate measurement from the model alone.",
+            "reported as calculator: on, a separate measurement from the model alone. "
+            "Default: as the run was trained (eval.calculator in its config).",
         ),
-    ] = False,
+    ] = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(help="With --predictions: 'tiny' or a .model file to count tokens."),
@@ -293,7 +294,7 @@ def _run_model(v: dict[str, Any], console: Console) -> None:
         max_new_tokens=v["max_new_tokens"] or cfg.max_new_tokens,
         few_shot=v["few_shot"] or 0,
         few_shot_pool=pool,
-        calculator=v["calculator"],
+        calculator=use_calculator(v["calculator"], m),
         template=v["template"],
         schema=v["schema"],
         batch_size=v["batch_size"] or cfg.batch_size,

@@ -13,10 +13,13 @@ from rich.markup import escape
 from rich.panel import Panel
 
 from cotune import format as fmt
-from cotune.commands._model import WHICH_HELP, load_model
+from cotune.commands._model import WHICH_HELP, load_model, use_calculator
 
 MODEL_HELP = "Preset, weights (.gguf, HF folder), run, quickstart or checkpoint folder."
-CALCULATOR_HELP = "Fill in the exact value of each claim the model starts (48 / 2 = -> 24)."
+CALCULATOR_HELP = (
+    "Fill in the exact value of each claim the model starts (48 / 2 = -> 24). Default: as the "
+    "run was trained (eval.calculator in its config; off for anything else)."
+)
 
 
 def generate(
@@ -36,7 +39,9 @@ def generate(
         "--dtype",
         help="Decode precision: bfloat16 (default on Gemma 3) or float32 (exact).",
     ),
-    calculator: bool = typer.Option(False, "--calculator", help=CALCULATOR_HELP),
+    calculator: bool | None = typer.Option(
+        None, "--calculator/--no-calculator", help=CALCULATOR_HELP
+    ),
 ) -> None:
     """Print the model's completion of PROMPT."""
     from cotune.generate import generate_detailed
@@ -64,7 +69,7 @@ def generate(
         template=template,
         schema=schema,
         compute_dtype=dtype,
-        calculator=calculator,
+        calculator=use_calculator(calculator, m),
     )
     typer.echo(g.text)
 
@@ -75,7 +80,9 @@ def chat(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens", "-n", min=1),
     temperature: float = typer.Option(0.0, min=0.0),
     schema: str = typer.Option("tags", help="Output schema: tags or plain."),
-    calculator: bool = typer.Option(False, "--calculator", help=CALCULATOR_HELP),
+    calculator: bool | None = typer.Option(
+        None, "--calculator/--no-calculator", help=CALCULATOR_HELP
+    ),
 ) -> None:
     """Interactive questions: streams the completion, then shows reasoning and answer."""
     from cotune.generate import generate_detailed
@@ -97,7 +104,7 @@ def chat(
             max_new_tokens=max_new_tokens,
             temperature=temperature,
             schema=schema,
-            calculator=calculator,
+            calculator=use_calculator(calculator, m),
             on_token=lambda _i, delta: console.print(delta, end="", markup=False, highlight=False),
         )
         console.print()

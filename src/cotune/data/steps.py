@@ -14,7 +14,11 @@ digit at a time with its remainder (``272 / 8: 2 / 8 = 0 r 2, 27 / 8 = 3 r 3, 32
 so 34``) instead of round chunks and the subtractions they need, and every percentage that
 is a multiple of 5 from tenths and half a tenth (``25%``: ``540 / 10 = 54, 54 * 2: ..., 54
 / 2 = 27, 108 + 27: ...``), never halving for 50% or quartering for 25%. ``compact`` writes one
-claim per operation, as a person in a hurry would; the recipe study (docs/recipe.md)
+claim per operation, as a person in a hurry would, but still works a bare sum, difference,
+product or quotient by place value. ``tool`` is the plan alone, for generating with the
+calculator (:mod:`cotune.calculator`): every operation is one claim, a bare ``974 - 754 =
+220`` included, so every value in a trace is one the calculator fills in, and the model
+only learns which numbers go into which operation. The recipe study (docs/recipe.md)
 measures them on the same validation questions.
 
 Every builder returns a list of claims (``"a op b = c"`` strings) whose last result is the
@@ -32,7 +36,7 @@ from fractions import Fraction
 
 from cotune.format import format_number as fmt
 
-TRACE_STYLES = ("small", "compact", "uniform")
+TRACE_STYLES = ("small", "compact", "uniform", "tool")
 DEFAULT_STYLE = "small"
 _STYLE: ContextVar[str] = ContextVar("cotune_trace_style", default=DEFAULT_STYLE)
 # Decimal places short division writes at most (the quotients it is used for terminate).
@@ -60,6 +64,11 @@ def small() -> bool:
 
 def _uniform() -> bool:
     return _STYLE.get() == "uniform"
+
+
+def tool() -> bool:
+    """Whether every operation is one claim, left for the calculator to fill in (``tool``)."""
+    return _STYLE.get() == "tool"
 
 
 def _int(x: Num) -> int | None:

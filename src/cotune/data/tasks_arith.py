@@ -16,6 +16,7 @@ from fractions import Fraction
 from cotune.data import steps as S
 from cotune.data.phrasing import ITEMS, NAMES, HeldOut, phrase, spell
 from cotune.format import format_number as fmt
+from cotune.format import format_value
 from cotune.verify import evaluate
 
 
@@ -124,6 +125,8 @@ def add(rng: random.Random, d: int) -> Problem:
     q = _ask(rng, _ADD_Q + (_ADD_WORDS if a < 100 and b < 100 else ()), a=a, b=b)
     if S.small():
         r = claims(*S.worked(a, "+", b))
+    elif S.tool():
+        r = claims(S.claim(a, "+", b, a + b))
     else:
         r = f"{a} + {b}: " + claims(*_place_add(a, b, units))
     return Problem(q, r, Fraction(a + b), Fraction(a) + Fraction(b))
@@ -149,6 +152,8 @@ def sub(rng: random.Random, d: int) -> Problem:
     q = _ask(rng, _SUB_Q + (_SUB_STORY if a > b else ()), a=a, b=b)
     if S.small():
         r = claims(*S.worked(a, "-", b))
+    elif S.tool():
+        r = claims(S.claim(a, "-", b, a - b))
     elif a >= b:
         r = f"{a} - {b}: " + claims(*_place_sub(a, b, _units_for(b, units)))
     else:  # negative result: subtract the other way round, then flip the sign
@@ -209,6 +214,8 @@ def mul(rng: random.Random, d: int) -> Problem:
     q = _ask(rng, _MUL_Q + (() if neg else _MUL_STORY), a=sa, b=b)
     if S.small() and not neg:
         r = claims(*S.worked(a, "*", b))
+    elif S.tool():
+        r = claims(S.claim(sa, "*", b, sa * b))
     else:
         steps = S.mul(a, b) if S.small() else _partial_products(a, b)
         if neg:
@@ -293,6 +300,8 @@ def div(rng: random.Random, d: int) -> Problem:
     prob = _ask(rng, _DIV_Q, a=a, b=b)
     if S.small():
         r = claims(*S.worked(a, "/", b))
+    elif S.tool():
+        r = claims(S.claim(a, "/", b, q))
     else:
         r = f"{a} / {b}: " + claims(*_long_division(a, b))
     return Problem(prob, r, Fraction(q), Fraction(a) / Fraction(b))
@@ -308,6 +317,13 @@ def div_remainder(rng: random.Random, d: int) -> Problem:
     prob = _ask(rng, _REM_Q, a=a, b=b)
     if S.small():
         r = f"{a} / {b}: " + claims(*S.chunks(a, b)[0])
+    elif S.tool():  # the whole part is copied from the quotient the calculator writes
+        r = claims(
+            f"{a} / {b} = {format_value(Fraction(a, b))}",
+            f"Whole: {q}",
+            f"{b} * {q} = {b * q}",
+            f"Left: {a} - {b * q} = {a - b * q}",
+        )
     else:
         r = f"{a} / {b}: " + claims(f"{b} * {q} = {b * q}", f"{a} - {b * q} = {a - b * q}")
     exact = Fraction(a, b)
@@ -387,6 +403,8 @@ def expr(rng: random.Random, d: int) -> Problem:
         if check is None:
             continue
         prob = phrase(rng, _EXPR_Q).format(e=e)
+        if S.tool() and len(steps) == 1:  # one operation: the claim is the whole trace
+            return Problem(prob, claims(*steps), v, check)
         return Problem(prob, f"{e}: " + claims(*steps), v, check)
 
 

@@ -273,8 +273,15 @@ def average(rng: random.Random, d: int) -> Problem:
                 HeldOut(f"{n} sacks hold {listed} kg of rice. If the rice is shared out equally between the sacks, how many kg does each hold?"),
             ),
         )  # fmt: skip
-        # The count is stated: dividing by the wrong count was the commonest error here.
-        steps = [lab("Sum", total_of(xs)), f"Count: {n}", lab("Mean", S.worked(s, "/", n))]
+        # The count is stated: dividing by the wrong count was the commonest error here. In
+        # the ``tool`` style each number is counted as it is copied (``78 (1), 45 (2)``): a
+        # model trained on a bare ``Count: 4`` wrote 3 for four and five numbers alike.
+        count = (
+            "Count: " + ", ".join(f"{x} ({i})" for i, x in enumerate(xs, 1)) + f", so {n}"
+            if S.tool()
+            else f"Count: {n}"
+        )
+        steps = [lab("Sum", total_of(xs)), count, lab("Mean", S.worked(s, "/", n))]
         return Problem(q, say(*steps), F(s, n), sum(map(F, xs)) / len(xs))
     n = rng.choice((3, 4, 5))
     mean = rng.randint(10, 90)

@@ -15,6 +15,11 @@ Why this shape of data:
   step k reproduces the batches an uninterrupted run would have seen.
 * An answer is never cut off: over-long examples are dropped and counted, or, when configured,
   only their reasoning is shortened.
+* With ``mask_values`` the value of every arithmetic claim in the reasoning (`` 24`` in
+  ``48 / 2 = 24``) is in the sequence but not a target: a model that generates with the
+  calculator (:mod:`cotune.calculator`) never writes those tokens itself, so training it to
+  would spend its updates on arithmetic it will not do. Each value is tokenized on its own,
+  as the calculator's forced text is, so training sees the tokens generation will see.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 
 from cotune.format import prompt_segments, render_completion
 from cotune.model.tokenizer import Tokenizer
+from cotune.verify import find_claims
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,47 @@ def _field(rec: dict[str, Any], key: str, index: int) -> str:
     return val
 
 
+def value_spans(reasoning: str) -> list[tuple[int, int]]:
+    """Where each claim's value is in ``reasoning``, with the space before it: the text the
+    calculator writes after ``=`` (``48 / 2 =`` -> `` 24``)."""
+    out = []
+    for c in find_claims(reasoning):
+        end = c.span[1]
+        start = end - len(c.claimed)
+        if start < 0 or reasoning[start:end] != c.claimed:
+            continue  # the claim was trimmed (an unbalanced parenthesis): leave it trained
+        if start > 0 and reasoning[start - 1] == " ":
+            start -= 1
+        out.append((start, end))
+    return out
+
+
+def encode_completion(
+    tokenizer: Tokenizer, reasoning: str, answer: str, schema: str, mask_values: bool = False
+) -> tuple[list[int], list[bool]]:
+    """The completion's ids and, per id, whether it is trained (all of them unless
+    ``mask_values``: then each claim value is encoded on its own and not trained)."""
+    text = render_completion(reasoning, answer, schema)
+    if not mask_values:
+        ids = tokenizer.encode(text)
+        return ids, [True] * len(ids)
+    off = text.find(reasoning.strip())
+    ids: list[int] = []
+    mask: list[bool] = []
+    at = 0
+    pieces: list[tuple[str, bool]] = []
+    for start, end in value_spans(reasoning.strip()):
+        pieces += [(text[at : off + start], True), (text[off + start : off + end], False)]
+        at = off + end
+    pieces.append((text[at:], True))
+    for piece, trained in pieces:
+        if piece:
+            got = tokenizer.encode(piece)
+            ids += got
+            mask += [trained] * len(got)
+    return ids, mask
+
+
 def tokenize_record(
     rec: dict[str, Any],
     tokenizer: Tokenizer,
@@ -114,6 +161,7 @@ def tokenize_record(
     max_reasoning_tokens: int | None = None,
     overlong: str = "drop",
     record_index: int = 0,
+    mask_values: bool = False,
 ) -> Example | None:
     """Tokenize one canonical record; ``None`` when it cannot fit without cutting the answer."""
     rec = as_dict(rec)
@@ -126,8 +174,11 @@ def tokenize_record(
     end = end_token_id(tokenizer, template)
 
     def build(reason: str) -> list[int]:
-        return tokenizer.encode(render_completion(reason, answer, schema))
+        nonlocal trained
+        ids, trained = encode_completion(tokenizer, reason, answer, schema, mask_values)
+        return ids
 
+    trained: list[bool] = []
     completion = build(reasoning)
     truncated = False
     r_ids = tokenizer.encode(reasoning) if reasoning else []
@@ -151,7 +202,8 @@ def tokenize_record(
         truncated = True
     tokens = np.asarray(prompt + completion + [end], dtype=np.int32)
     mask = np.zeros(tokens.shape[0], dtype=bool)
-    mask[len(prompt) :] = True
+    mask[len(prompt) : len(prompt) + len(completion)] = trained
+    mask[-1] = True  # the end token
     return Example(tokens, mask, len(prompt), record_index, truncated)
 
 
@@ -164,6 +216,7 @@ def tokenize_records(
     max_seq_len: int = 256,
     max_reasoning_tokens: int | None = None,
     overlong: str = "drop",
+    mask_values: bool = False,
 ) -> tuple[list[Example], TokenizeStats]:
     """Tokenize a data set, counting (never silently losing) what does not fit."""
     stats = TokenizeStats(n_records=len(records))
@@ -178,6 +231,7 @@ def tokenize_records(
             max_reasoning_tokens=max_reasoning_tokens,
             overlong=overlong,
             record_index=i,
+            mask_values=mask_values,
         )
         if ex is None:
             stats.n_dropped_overlong += 1

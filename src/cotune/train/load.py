@@ -70,7 +70,14 @@ def load_run(
     out = replace(
         model,
         module=module,
-        meta={**model.meta, "run": str(run), "step": step, "checkpoint": str(src / str(step))},
+        meta={
+            **model.meta,
+            "run": str(run),
+            "step": step,
+            "checkpoint": str(src / str(step)),
+            # a run trained for the calculator generates with it unless told otherwise
+            "calculator": cfg.eval.calculator,
+        },
     )
     if merged and cfg.lora.enabled:
         out = merge_lora(out, alpha=cfg.lora.alpha)

@@ -63,6 +63,7 @@ def tokenize(
         max_seq_len=f.max_seq_len,
         max_reasoning_tokens=f.max_reasoning_tokens,
         overlong=f.overlong,
+        mask_values=cfg.train.mask_values,
     )
 
 

@@ -3,7 +3,7 @@ checkpoint it picks.
 
 Loss says how well the model imitates the traces; what a run is for is right answers, so
 the best checkpoint is the one with the highest strict answer accuracy, decoded exactly as
-``cotune eval`` decodes (:mod:`cotune.generate`, the run's template and schema).
+``cotune eval`` decodes (:mod:`cotune.generate`, the run's template, schema and calculator).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ def answer_accuracy(model: Any, records: Sequence[Record], cfg: RunConfig) -> di
         template=cfg.format.template,
         schema=cfg.format.schema_,
         temperature=0.0,
+        calculator=cfg.eval.calculator,
     )
     ok = well = 0
     for rec, text in zip(records, texts, strict=True):
