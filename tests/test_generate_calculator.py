@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from cotune.generate import gemma3, generate_detailed, host
+from cotune.generate import api, gemma3, generate_detailed, host
 from cotune.generate.carry import advance, running, start
 from cotune.model import load
 from cotune.model.tokenizer import tiny_tokenizer
@@ -153,6 +153,90 @@ def test_a_value_that_does_not_fit_the_budget_is_not_started(monkeypatch) -> Non
     assert (short.text, short.finish_reason) == ("<reasoning>5 * 6 =", "end")  # never " 3"
 
 
+def forced_texts(tok, g: host.Generation) -> list[str]:
+    """The text each run of consecutive forced tokens adds to the completion: the decoded
+    text up to the run's end minus the decoded text before it (a piece's leading space
+    decodes only after other text)."""
+    runs: list[list[int]] = []
+    for k in g.forced:
+        if runs and runs[-1][-1] == k - 1:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    out = []
+    for run in runs:
+        before = tok.decode(g.token_ids[: run[0]])
+        upto = tok.decode(g.token_ids[: run[-1] + 1])
+        assert upto.startswith(before)
+        out.append(upto[len(before) :])
+    return out
+
+
+def test_generations_say_which_tokens_the_calculator_wrote(monkeypatch) -> None:
+    off, _ = _scripted_run(monkeypatch, calculator=False)
+    assert [g.forced for g in off] == [(), (), ()]
+    on, _ = _scripted_run(monkeypatch, calculator=True)
+    assert [forced_texts(TOK, g) for g in on] == [[" 24", " 17"], [], [" 30"]]
+    # exactly the value tokens, where the script had its own (wrong) values
+    row = _script(*ROWS[0])
+    first = len(_script(*ROWS[0][:1]))
+    second = len(_script(*ROWS[0][:3]))
+    want = [
+        *range(first, first + len(TOK.encode(" 24"))),
+        *range(second, second + len(TOK.encode(" 17"))),
+    ]
+    assert list(on[0].forced) == want
+    assert [row[k] for k in want] != [on[0].token_ids[k] for k in want]  # not the model's
+    assert len(on[0].token_ids) == len(off[0].token_ids)
+    for k, (a, b) in enumerate(zip(on[0].token_ids, off[0].token_ids, strict=True)):
+        assert k in want or a == b, k  # every other token is the script's
+    # the last row ends on <eos> right after the value: the end token is its own
+    assert on[2].forced[-1] == len(on[2].token_ids) - 2
+
+
+def test_forced_tokens_past_a_stop_string_are_dropped(monkeypatch) -> None:
+    """A stop string the value itself completes cuts the completion before the value: no
+    forced index may point past the cut, at a token cut off the completion."""
+
+    def run(stops: list[str]) -> host.Generation:
+        fake = ScriptedDecoder([_script("<reasoning>5 * 6 =")])
+        monkeypatch.setattr(host, "compiled", fake.compiled)
+        model = type("Scripted", (), {"tokenizer": TOK, "module": _Empty()})()
+        (g,) = generate_detailed(
+            model,
+            [[TOK.bos_id, *TOK.encode("q")]],
+            max_new_tokens=32,
+            stop_strings=stops,
+            compute_dtype="float32",
+            calculator=True,
+        )
+        return g
+
+    whole = run([])
+    assert whole.text == "<reasoning>5 * 6 = 30" and forced_texts(TOK, whole) == [" 30"]
+    cut = run([" 3"])  # found once the value's first token is in place
+    assert (cut.text, cut.finish_reason) == ("<reasoning>5 * 6 =", "stop")
+    assert cut.token_ids == _script("<reasoning>5 * 6 =")
+    assert cut.forced == ()
+
+
+def test_rounds_carry_forced_positions_across_the_join() -> None:
+    """A completion decoded in rounds keeps the forced indices of every round, the last
+    round's moved by what came before, and loses those a stop string cuts off."""
+    before = _script("<reasoning>5 * 6 =", " 30")
+    before_forced = tuple(range(len(before) - len(TOK.encode(" 30")), len(before)))
+    tail = _script(" and 2 + 2 =", " 4", ".</reasoning><answer>34</answer>", "more")
+    at4 = len(_script(" and 2 + 2 ="))
+    g_forced = tuple(range(at4, at4 + len(TOK.encode(" 4"))))
+    g = host.Generation(TOK.decode(tail), tail, "length", 3, g_forced)
+    joined = api._joined(TOK, before, before_forced, g, ["</answer>"], 3)
+    assert joined.text.endswith("</answer>") and joined.finish_reason == "stop"
+    assert joined.forced == before_forced + tuple(len(before) + k for k in g_forced)
+    assert forced_texts(TOK, joined) == [" 30", " 4"]
+    cut = api._joined(TOK, before, before_forced, g, [" and"], 3)
+    assert cut.text == "<reasoning>5 * 6 = 30" and cut.forced == before_forced
+
+
 # --------------------------------------------------------------------------- real decoder
 
 
@@ -212,6 +296,25 @@ def test_forced_claim_gets_its_value_through_the_real_kv_cache(
         _continues_as_the_full_forward(reference_greedy, model, p, g.token_ids, len(forced))
 
 
+def test_forced_positions_on_the_real_model(model, monkeypatch):
+    """Through :func:`generate_detailed` on the tiny Gemma 3: the completions report as
+    forced exactly the tokens of the text forced into them (the claim standing in for the
+    model's, then the calculator's value), and every other token is the model's."""
+    tok = model.tokenizer
+    prefix = "<reasoning>48 / 2 ="
+    monkeypatch.setattr(api, "calculator_text", _force_then(prefix))
+    kw: dict[str, Any] = {"max_new_tokens": 24, "stop_strings": [], "compute_dtype": "float32"}
+    on = generate_detailed(model, _ids(model), calculator=True, **kw)
+    off = generate_detailed(model, _ids(model), calculator=False, **kw)
+    n = len(tok.encode(prefix)) + len(tok.encode(" 24"))
+    for g, base in zip(on, off, strict=True):
+        assert base.forced == ()
+        assert g.forced == tuple(range(1, 1 + n))  # after the model's own first token
+        assert forced_texts(tok, g) == [prefix + " 24"]
+        assert g.token_ids[0] == base.token_ids[0]
+        assert len(g.token_ids) > 1 + n  # the model went on after the value
+
+
 def test_claim_after_the_reasoning_is_left_to_the_model(model, reference_greedy):
     tok = model.tokenizer
     prefix = "<reasoning>ok</reasoning><answer>48 / 2 ="
@@ -255,6 +358,7 @@ def test_without_a_claim_the_option_changes_nothing(model, monkeypatch, dtype):
     assert calls[0] - 2 == steps - 1  # on: one call per step after prefill
     for d, a, b in zip(default, off, on, strict=True):
         assert d.token_ids == a.token_ids == b.token_ids
+        assert d.forced == a.forced == b.forced == ()
         assert (d.text, d.finish_reason) == (a.text, a.finish_reason) == (b.text, b.finish_reason)
         # meaningful only if no prefix of the completion is a claim to fill
         prefixes = (model.tokenizer.decode(d.token_ids[:k]) for k in range(1, len(d.token_ids)))

@@ -55,6 +55,8 @@ def test_cli_run_resume_and_refusals(cfg_file, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     for name in ("config.yaml", "rl.json", "metrics.jsonl", "rl_plot.png", "tb", "checkpoints"):
         assert (out / name).exists(), name
+    assert "eval.calculator" not in r.output  # a preset was not trained for the calculator
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["calculator"] is False
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("eval_accuracy" in x for x in lines) and any("reward_mean" in x for x in lines)
 
@@ -110,15 +112,49 @@ def test_resume_equals_uninterrupted_run(cfg_file, tmp_path) -> None:
 
 
 def test_what_a_grpo_resume_may_change() -> None:
-    """GRPO's own settings count, the SFT-only ones do not, except the matmul precision."""
+    """GRPO's own settings count, the SFT-only ones do not, except the matmul precision and
+    whether rollouts use the calculator."""
     from cotune.rl.run import rl_resume_free
 
     for key in ("rl.lr", "rl.beta", "rl.num_generations", "lora.rank", "format.template",
-                "data.train", "data.seed", "model.name", "train.bf16_matmul"):  # fmt: skip
+                "data.train", "data.seed", "model.name", "train.bf16_matmul",
+                "eval.calculator"):  # fmt: skip
         assert not rl_resume_free(key), key
     for key in ("rl.eval_every", "rl.checkpoint_every", "data.val", "optim.lr",
                 "train.batch_size", "eval.max_new_tokens", "mesh.tp"):  # fmt: skip
         assert rl_resume_free(key), key
+
+
+def test_an_init_trained_for_the_calculator_keeps_it(cfg_file, tmp_path, cfg, records) -> None:
+    """An SFT run trained with ``eval.calculator: true`` turns it on for GRPO (recorded in
+    the RL run's config.yaml, so its policy generates with it too), a resume cannot switch
+    it, and an explicit ``--set eval.calculator=false`` wins."""
+    from cotune.runs import resolve
+    from cotune.train.sft import train
+
+    sft = tmp_path / "sft"
+    c = cfg("train.steps=1", "train.checkpoint_every=1", "eval.calculator=true")
+    train(c, sft, train_records=records(8), val_fn=lambda m, r: {}, progress=False)
+
+    out = tmp_path / "rl"
+    base = ("--config", str(cfg_file), "--init", str(sft), "--which", "last", "--out", str(out))
+    small = ("--set", "rl.steps=1", "--set", "rl.eval_size=1")
+    r = _run(*base, *small)
+    assert r.exit_code == 0, r.output
+    assert "eval.calculator: on" in " ".join(r.output.split())
+    assert yaml.safe_load((out / "config.yaml").read_text())["eval"]["calculator"] is True
+    assert resolve(out).meta["calculator"] is True  # `cotune generate --model` defaults to it
+
+    r = _run(*base, *small, "--resume", "--set", "eval.calculator=false")
+    assert r.exit_code == 2, r.output
+    assert "eval.calculator: true -> false" in " ".join(r.output.split())
+
+    off = tmp_path / "rl-off"
+    r = _run(*base[:-1], str(off), *small, "--set", "eval.calculator=false")
+    assert r.exit_code == 0, r.output
+    assert "eval.calculator: on" not in " ".join(r.output.split())
+    assert yaml.safe_load((off / "config.yaml").read_text())["eval"]["calculator"] is False
+    assert resolve(off).meta["calculator"] is False
 
 
 def test_cli_bad_config_is_a_clear_error(tmp_path) -> None:

@@ -186,6 +186,94 @@ def test_micro_batches_give_the_whole_batch_loss_and_gradient() -> None:
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
+def test_forced_tokens_are_out_of_the_loss_mask_only() -> None:
+    """The calculator's tokens stay in the rows (later tokens read them) but get mask 0;
+    indices past the completion or the loss length change nothing."""
+    tok = load("tiny").tokenizer
+    prompts = [tok.encode_segments(fmt.prompt_segments(q)) for q in ("2 + 2?", "What is 12 * 4?")]
+    comps = [tok.encode("<reasoning>2 + 2 = 4</reasoning>"), tok.encode("48 / 2 = 24")]
+    plain = loss_batch(prompts, comps, tok.pad_id, 12)
+    forced = [(1, 3, 40), (0, len(comps[1]) - 1)]
+    lb = loss_batch(prompts, comps, tok.pad_id, 12, forced)
+    want = np.asarray(plain.mask).copy()
+    want[0, [1, 3]] = 0.0
+    want[1, [0, len(comps[1]) - 1]] = 0.0
+    np.testing.assert_array_equal(np.asarray(lb.mask), want)
+    assert np.asarray(plain.mask).sum() - np.asarray(lb.mask).sum() == 4
+    for a, b in ((lb.tokens, plain.tokens), (lb.starts, plain.starts)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(np.asarray(lb.completions), np.asarray(plain.completions))
+    same = loss_batch(prompts, comps, tok.pad_id, 12, [(), ()])
+    np.testing.assert_array_equal(np.asarray(same.mask), np.asarray(plain.mask))
+    with pytest.raises(ValueError, match="forced"):
+        loss_batch(prompts, comps, tok.pad_id, 12, [()])
+
+
+def test_grpo_with_the_calculator_samples_with_it_and_trains_around_it(monkeypatch) -> None:
+    """``eval.calculator``: training rollouts and the held-out evaluation generate with the
+    calculator, and the loss leaves out exactly the tokens it wrote. The random tiny model
+    writes no claim of its own, so a stand-in forces one after its first token (as
+    tests/test_generate_calculator.py does), then the real calculator writes its value."""
+    from cotune.generate import api, host
+    from cotune.rl import trainer as trainer_mod
+
+    prefix = "<reasoning>48 / 2 ="
+    monkeypatch.setattr(
+        api,
+        "calculator_text",
+        lambda t: prefix if "<reasoning>" not in t else host.calculator_text(t),
+    )
+    sampled: list[tuple[bool, Rollout]] = []
+    real_sample = trainer_mod.sample
+
+    def spy_sample(*a, **k):
+        ro = real_sample(*a, **k)
+        sampled.append((k.get("calculator", False), ro))
+        return ro
+
+    batches = []
+    real_batch = trainer_mod.loss_batch
+
+    def spy_batch(*a, **k):
+        batches.append(real_batch(*a, **k))
+        return batches[-1]
+
+    monkeypatch.setattr(trainer_mod, "sample", spy_sample)
+    monkeypatch.setattr(trainer_mod, "loss_batch", spy_batch)
+    n = 16
+    cfg = load_config(
+        None,
+        ["lora.rank=2", "rl.num_generations=2", "rl.prompts_per_step=2",
+         f"rl.max_new_tokens={n}", "rl.temperature=1.0", "eval.calculator=true"],
+    )  # fmt: skip
+    model = ensure_lora(load("tiny"), cfg.lora)
+    tr = GRPOTrainer(
+        model,
+        cfg,
+        make_examples(QUESTIONS, model, cfg),
+        make_examples(QUESTIONS[:2], model, cfg),
+        reward_fn=vowel_share,
+    )
+    rec = tr.train_step()
+    tr.evaluate()
+    assert [c for c, _ in sampled] == [True, True]
+    ro = sampled[0][1]
+    value = model.tokenizer.encode(prefix) + model.tokenizer.encode(" 24")
+    assert sum(bool(f) for f in ro.forced) >= 2, ro.texts  # most rows got the claim
+    mask = np.asarray(batches[0].mask)
+    for i, (ids, f) in enumerate(zip(ro.completion_ids, ro.forced, strict=True)):
+        if f:
+            assert f == tuple(range(1, 1 + len(value))) and ids[1 : 1 + len(value)] == value
+        want = np.zeros(n, np.float32)
+        want[: len(ids)] = 1.0
+        want[list(f)] = 0.0
+        np.testing.assert_array_equal(mask[i], want)
+    total = sum(len(c) for c in ro.completion_ids)
+    assert rec["forced_frac"] == pytest.approx(sum(map(len, ro.forced)) / total)
+    assert np.isfinite(rec["loss"])
+    assert any(sampled[1][1].forced)  # the held-out evaluation had the calculator too
+
+
 def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:
     """Rollouts come from cotune.generate: greedy ones are the plain model's greedy tokens,
     cut after the end token or the closing answer tag."""
@@ -196,6 +284,7 @@ def test_greedy_rollouts_equal_decoding_without_cache(reference_greedy) -> None:
     ]
     ro = sample(model, prompts, max_new_tokens=10, temperature=0.0, seed=0)
     want = reference_greedy(model, prompts, 10)
+    assert ro.forced == [(), ()]  # no calculator, nothing forced
     for ids, ref, text, truncated in zip(
         ro.completion_ids, want, ro.texts, ro.truncated, strict=True
     ):
@@ -240,6 +329,7 @@ def test_warns_on_empty_duplicated_and_truncated_answers() -> None:
         ],
         [False, False, True, False],
     )
+    assert ro.forced == [()] * 4  # left out: nothing forced
     health = rollout_health(ro, "tags", 2)
     assert health["empty_answer_frac"] == 0.25
     assert health["duplicated_answer_frac"] == 0.25

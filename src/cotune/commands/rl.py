@@ -9,8 +9,28 @@ import typer
 from rich.console import Console
 
 from cotune.commands._model import WHICH_HELP, load_model
-from cotune.config import ConfigError, load_config
+from cotune.config import ConfigError, RunConfig, load_config, parse_overrides
 from cotune.outputs import check_output, set_aside
+
+
+def _calculator_from_init(cfg: RunConfig, meta: dict, overrides: list[str] | None) -> bool:
+    """Turn ``eval.calculator`` on in ``cfg`` when the ``--init`` model was trained for the
+    calculator (its ``meta["calculator"]``) and the user did not set it with ``--set``;
+    whether it was turned on.
+
+    Such a policy writes the plans of its claims and leaves the values to the calculator:
+    rollouts without it would contain values it never learned to write, and the rewards
+    would judge those. On in ``cfg``, it is recorded in the RL run's ``config.yaml`` (so a
+    resume checks it, and commands on the run generate with it). Only ``--set`` counts as
+    the user's choice: a config file's ``eval.calculator: false`` is the default's value
+    (configs and dumped run configs carry it without meaning it for this init)."""
+    if cfg.eval.calculator or not meta.get("calculator"):
+        return False
+    given = parse_overrides(overrides).get("eval")
+    if isinstance(given, dict) and "calculator" in given:
+        return False
+    cfg.eval.calculator = True
+    return True
 
 
 def rl(
@@ -55,6 +75,13 @@ def rl(
     # rl.json records exactly what was loaded (an absolute checkpoint path for a run), so the
     # RL run rebuilds from any working directory and names the SFT step it started from
     init = model.meta.get("resolved", init)
+    if _calculator_from_init(cfg, model.meta, set_):
+        console.print(
+            "eval.calculator: on, as --init was trained for the calculator (GRPO samples and "
+            "evaluates with it; --set eval.calculator=false keeps it off)",
+            markup=False,
+            highlight=False,
+        )
     train_ex = make_examples(train, model, cfg)
     held_ex = make_examples(held, model, cfg)
     console.print(

@@ -29,6 +29,7 @@ from cotune.generate.host import (
     Generation,
     calculator_text,
     find_stop,
+    forced_within,
     generate_batch,
     tokens_covering,
 )
@@ -101,7 +102,8 @@ def generate_detailed(
     (:func:`cotune.calculator.value_to_insert`, :func:`cotune.generate.host.calculator_text`).
     Nothing outside such a claim changes. Decoding then runs one step per compiled call (the
     host must see every step; ``chunk`` is ignored). Off by default, and off means decoding
-    exactly as without the option: same tokens, same chunks, no extra host work.
+    exactly as without the option: same tokens, same chunks, no extra host work. Each
+    completion's ``forced`` lists the indices of its tokens the calculator wrote.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -131,6 +133,7 @@ def generate_detailed(
     per_round = min(round_tokens, max_new_tokens) if rounds else max_new_tokens
     bs = batch_size or len(ids) or 1
     written: dict[int, list[int]] = {i: [] for i in range(len(ids))}  # ids so far, per row
+    forced: dict[int, tuple[int, ...]] = {i: () for i in range(len(ids))}  # their forced ones
     results: dict[int, Generation] = {}
     todo = list(range(len(ids)))
     while todo:
@@ -160,9 +163,9 @@ def generate_detailed(
                 strict=True,
             ):
                 if written[i]:
-                    g = _joined(model.tokenizer, written[i], g, stops, len(ids[i]))
+                    g = _joined(model.tokenizer, written[i], forced[i], g, stops, len(ids[i]))
                 if rounds and g.finish_reason == "length" and len(g.token_ids) < max_new_tokens:
-                    written[i] = g.token_ids
+                    written[i], forced[i] = g.token_ids, g.forced
                     again.append(i)
                 else:
                     results[i] = g
@@ -172,18 +175,31 @@ def generate_detailed(
     return [results[i] for i in range(len(ids))]
 
 
-def _joined(tok, before: list[int], g: Generation, stops, prompt_tokens: int) -> Generation:
+def _joined(
+    tok,
+    before: list[int],
+    before_forced: Sequence[int],
+    g: Generation,
+    stops,
+    prompt_tokens: int,
+) -> Generation:
     """A row's completion from the ids of its earlier rounds and its last round ``g``: the
-    joined text cut at its first stop string (one may span two rounds) or end token."""
+    joined text cut at its first stop string (one may span two rounds) or end token.
+
+    ``before_forced``: the forced indices among ``before``; ``g``'s own count from its first
+    token, so they move by ``len(before)``, and those past a cut go with it."""
     ids = before + g.token_ids
+    forced = [*before_forced, *(len(before) + i for i in g.forced)]
     own = ids[:-1] if g.finish_reason == "end" else ids
     text = tok.decode(own)
     hit = find_stop(text, stops) if stops else None
     if hit is not None:
         cut = hit[0]
         k = tokens_covering(tok, own, cut)
-        return Generation(tok.decode(own[:k])[:cut], own[:k], "stop", prompt_tokens)
-    return Generation(text, ids, g.finish_reason, prompt_tokens)
+        return Generation(
+            tok.decode(own[:k])[:cut], own[:k], "stop", prompt_tokens, forced_within(forced, k)
+        )
+    return Generation(text, ids, g.finish_reason, prompt_tokens, forced_within(forced, len(ids)))
 
 
 def generate(model, prompts, **kwargs) -> list[str]:

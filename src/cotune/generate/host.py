@@ -29,7 +29,7 @@ the loop, its chunk sizes, its compiled calls and its host checks are the plain 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,12 +45,20 @@ FinishReason = Literal["stop", "end", "length"]
 
 @dataclass
 class Generation:
-    """One completion: its text, its token ids and why it ended."""
+    """One completion: its text, its token ids and why it ended.
+
+    ``forced``: the indices into ``token_ids`` of the tokens the host wrote in place of the
+    model's picks (the calculator's values, :func:`calculator_text`), in increasing order.
+    They are part of the completion the model read, but not choices it made, so whatever
+    scores or trains on its choices (GRPO's loss, :mod:`cotune.rl.loss`) needs to tell them
+    apart. Empty without forcing.
+    """
 
     text: str
     token_ids: list[int]
     finish_reason: FinishReason  # "stop" = stop string, "end" = <eos>/<end_of_turn>, "length"
     prompt_tokens: int
+    forced: tuple[int, ...] = ()
 
 
 def bucket(n: int, minimum: int = 16) -> int:
@@ -119,8 +127,9 @@ def generate_batch(
     after every step; text it returns is fed to that row in place of the model's next
     tokens (see the module docstring), e.g. :func:`calculator_text`. Text is not forced
     when its tokens would not decode back to exactly it after the row's own, or would not
-    fit in the row's remaining budget (a value cut short would be a wrong value). None (the
-    default) leaves decoding exactly as without it."""
+    fit in the row's remaining budget (a value cut short would be a wrong value). Where
+    forced tokens landed is each completion's :attr:`Generation.forced`. None (the default)
+    leaves decoding exactly as without it."""
     tok = model.tokenizer
     n_real = len(ids)
     # bf16: at least two rows. XLA's CPU dot takes a slow matrix-vector path for one bf16
@@ -171,12 +180,14 @@ def generate_batch(
     stopped: dict[int, tuple[int, str]] = {}  # row -> (text cut, stop string)
     shown = [""] * n_real
     forcing: dict[int, list[int]] = {}  # row -> forced tokens not yet in its output
+    forced_at: dict[int, list[int]] = {}  # row -> steps whose token was forced
     while True:
         out, step, done = np.asarray(carry["out"]), int(carry["step"]), np.asarray(carry["done"])
         if forcing:  # the step just picked each forcing row's next token: replace it
             out, done = out.copy(), done.copy()
             for r in list(forcing):
                 out[r, step - 1] = forcing[r].pop(0)
+                forced_at.setdefault(r, []).append(step - 1)
                 done[r] = False  # a replaced end token ends nothing
                 if not forcing[r]:
                     del forcing[r]
@@ -226,15 +237,21 @@ def generate_batch(
             cut, _ = stopped[r]
             k = tokens_covering(tok, gen, cut)
             text = tok.decode(gen[:k])[:cut]
-            results.append(Generation(text, gen[:k], "stop", len(ids[r])))
+            g = Generation(text, gen[:k], "stop", len(ids[r]))
         elif end_at is not None:
-            results.append(
-                Generation(tok.decode(gen[:end_at]), gen[: end_at + 1], "end", len(ids[r]))
-            )
+            g = Generation(tok.decode(gen[:end_at]), gen[: end_at + 1], "end", len(ids[r]))
         else:
             gen = gen[:max_new]
-            results.append(Generation(tok.decode(gen), gen, "length", len(ids[r])))
+            g = Generation(tok.decode(gen), gen, "length", len(ids[r]))
+        g.forced = forced_within(forced_at.get(r, ()), len(g.token_ids))
+        results.append(g)
     return results
+
+
+def forced_within(forced: Iterable[int], n: int) -> tuple[int, ...]:
+    """The forced indices that fall inside a completion cut to its first ``n`` tokens, sorted
+    (a cut at a stop string can end inside or before a forced value)."""
+    return tuple(sorted(i for i in forced if 0 <= i < n))
 
 
 def _until_end(ids, end_ids) -> list[int]:

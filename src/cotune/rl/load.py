@@ -32,5 +32,12 @@ def load_rl_run(
     params, got = restore_params(folder, nnx.state(model.module, nnx.LoRAParam), step)
     nnx.update(model.module, params)
     done = int(got["step"])
-    model.meta.update(run=str(run_dir), step=done, checkpoint=str(folder / str(done)))
+    # the policy was trained (and evaluated) with the calculator exactly when the run used
+    # it, so commands on the run generate that way unless told otherwise
+    model.meta.update(
+        run=str(run_dir),
+        step=done,
+        checkpoint=str(folder / str(done)),
+        calculator=cfg.eval.calculator,
+    )
     return model

@@ -51,14 +51,25 @@ class LossBatch:
     tokens: jax.Array  # [B, T]
     starts: jax.Array  # [B] index of each row's first completion token
     completions: jax.Array  # [B, C] completion ids, padded
-    mask: jax.Array  # [B, C] 1.0 on real completion tokens
+    mask: jax.Array  # [B, C] 1.0 on the policy's own completion tokens (not pad, not forced)
 
 
 def loss_batch(
-    prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], pad_id: int, length: int
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    pad_id: int,
+    length: int,
+    forced: Sequence[Sequence[int]] | None = None,
 ) -> LossBatch:
     """Pack rollouts into fixed shapes: completions to ``length``, rows to a bucketed length
-    (so the jitted loss compiles once per bucket, not per batch)."""
+    (so the jitted loss compiles once per bucket, not per batch).
+
+    ``forced[i]``: indices into ``completions[i]`` of tokens the calculator wrote
+    (:attr:`cotune.rl.rollout.Rollout.forced`). They stay in the rows, since the tokens
+    after them were sampled reading them, but get mask 0: the policy did not choose them,
+    so neither the policy-gradient term nor the KL may push their probabilities (the
+    advantage of a completion says nothing about a value the calculator got right by
+    construction, and a model trained with ``train.mask_values`` never learned them)."""
     b = len(prompts)
     # Coarse buckets: each new row length recompiles the forward and backward of the whole
     # model (tens of seconds on the 270M, and the executables stay in memory), while the
@@ -68,12 +79,17 @@ def loss_batch(
     comp = np.full((b, length), pad_id, np.int32)
     mask = np.zeros((b, length), np.float32)
     starts = np.zeros(b, np.int32)
+    if forced is not None and len(forced) != b:
+        raise ValueError(f"loss_batch: {len(forced)} forced-position lists for {b} rows")
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         c = list(c)[:length]
         tokens[i, : len(p) + len(c)] = [*p, *c]
         starts[i] = len(p)
         comp[i, : len(c)] = c
         mask[i, : len(c)] = 1.0
+        if forced is not None:
+            at = [k for k in forced[i] if 0 <= k < len(c)]
+            mask[i, at] = 0.0
     return LossBatch(jnp.asarray(tokens), jnp.asarray(starts), jnp.asarray(comp), jnp.asarray(mask))
 
 

@@ -38,10 +38,13 @@ from cotune.train.resume import check_resume_config, is_free
 from cotune.train.run_folder import open_run_dir, write_config
 
 # What a resumed GRPO run may change: what is logged, saved or held out, and the SFT-only
-# sections (train.*, optim.*: GRPO has its own rl.lr and rl.grad_clip), except
-# train.bf16_matmul, which sets the policy's matmul precision. rl.steps sets the run's length.
-# Everything else (rl.*, lora.*, model.*, format.*, the training questions) changes what the
-# next steps compute, so a resume with it changed is refused unless --force-config.
+# sections (train.*, optim.*: GRPO has its own rl.lr and rl.grad_clip; eval.*: `cotune
+# eval`'s), except the keys pinned inside them: train.bf16_matmul, which sets the policy's
+# matmul precision, and eval.calculator, which decides whether the calculator writes the
+# values of the rollouts' claims (and so what is rewarded and trained on). rl.steps sets the
+# run's length. Everything else (rl.*, lora.*, model.*, format.*, the training questions)
+# changes what the next steps compute, so a resume with it changed is refused unless
+# --force-config.
 RL_RESUME_FREE = (
     "rl.eval_every",
     "rl.eval_size",
@@ -57,7 +60,7 @@ RL_RESUME_FREE = (
     "eval.",
     "mesh.",
 )
-RL_RESUME_PINNED = ("train.bf16_matmul",)
+RL_RESUME_PINNED = ("train.bf16_matmul", "eval.calculator")
 RL_RESUME_LENGTH = ("rl.steps",)
 
 

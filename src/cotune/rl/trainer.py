@@ -5,6 +5,10 @@ score them (:mod:`cotune.rl.rewards`), turn rewards into group-relative advantag
 (Tunix's ``compute_advantages``), then take ``num_iterations`` optimizer steps on the
 clipped-ratio loss with a KL penalty (:mod:`cotune.rl.loss`).
 
+With ``eval.calculator`` (a policy trained to leave its arithmetic to the calculator) both
+the training rollouts and the held-out evaluation generate with the calculator, as the
+policy will be used; the tokens it writes are kept out of the loss (:func:`loss_batch`).
+
 The reference policy for the KL term is the *initial* policy: the same forward with the
 LoRA weights frozen at step 0. Starting from a preset (fresh LoRA, B = 0) that is exactly
 the LoRA-disabled base model; starting from an SFT run it is the SFT model, which is what
@@ -31,7 +35,7 @@ from cotune.rl import rewards as R
 from cotune.rl.health import History, rollout_health
 from cotune.rl.loss import LossCfg, loss_batch, make_loss_fns
 from cotune.rl.questions import Example
-from cotune.rl.rollout import sample
+from cotune.rl.rollout import Rollout, sample
 
 RewardFn = Callable[..., list[float]]
 
@@ -51,6 +55,12 @@ def _optimizer(rl: Any) -> optax.GradientTransformation:
     )
     parts = [optax.clip_by_global_norm(rl.grad_clip)] if rl.grad_clip else []
     return optax.chain(*parts, optax.adam(sched))
+
+
+def _forced_share(ro: Rollout) -> float:
+    """Share of the rollout's completion tokens the calculator wrote."""
+    total = sum(len(c) for c in ro.completion_ids)
+    return sum(len(f) for f in ro.forced) / max(total, 1)
 
 
 class GRPOTrainer:
@@ -74,6 +84,7 @@ class GRPOTrainer:
         self.model, self.cfg, self.rl = model, cfg, cfg.rl
         self.train_set, self.eval_set = list(train), list(evals)
         self.schema = cfg.format.schema_
+        self.calculator = cfg.eval.calculator
         fixed = {
             "schema": self.schema,
             "budget_chars": self.rl.length_budget_chars,
@@ -135,6 +146,7 @@ class GRPOTrainer:
             temperature=rl.temperature,
             seed=rl.seed * 1_000_003 + self.step,
             schema=self.schema,
+            calculator=self.calculator,
         )
         t_roll = time.perf_counter() - t0
         fields: dict[str, list] = {}
@@ -146,7 +158,9 @@ class GRPOTrainer:
         parts = self.breakdown(prompt_texts, ro.texts, **fields)
         rewards = np.asarray(parts["total"], np.float32)
         adv = jnp.asarray(compute_advantages(rewards, g))  # (r - group mean) / (group std + eps)
-        lb = loss_batch(prompts, ro.completion_ids, self.model.tokenizer.pad_id, rl.max_new_tokens)
+        lb = loss_batch(
+            prompts, ro.completion_ids, self.model.tokenizer.pad_id, rl.max_new_tokens, ro.forced
+        )
         ref_lp = self._logps(self.ref_lora, lb)
         # With one iteration the rollout policy is the policy being differentiated, so the
         # loss takes its log-probs from its own forward (a forward pass saved per step).
@@ -167,6 +181,8 @@ class GRPOTrainer:
             "kl": float(aux.get("kl", 0.0)),
             "clipfrac": float(aux.get("clipfrac", 0.0)),
             "completion_len": float(np.mean(fields["num_tokens"])),
+            # the calculator's share of the completion tokens (out of the loss)
+            **({"forced_frac": _forced_share(ro)} if self.calculator else {}),
             **rollout_health(ro, self.schema, g),
             "rollout_s": round(t_roll, 3),
             "step_s": round(time.perf_counter() - t0, 3),
@@ -176,7 +192,8 @@ class GRPOTrainer:
         return rec
 
     def evaluate(self) -> dict[str, Any]:
-        """Greedy held-out answer accuracy (strict: only well-formed answers count)."""
+        """Greedy held-out answer accuracy (strict: only well-formed answers count), with the
+        calculator when the run uses it, so it measures the policy as it will be used."""
         if not self.eval_set:
             return {}
         max_new = self.rl.eval_max_new_tokens or self.rl.max_new_tokens
@@ -187,6 +204,7 @@ class GRPOTrainer:
             temperature=0.0,
             seed=0,
             schema=self.schema,
+            calculator=self.calculator,
         )
         golds = [ex.fields["answer"] for ex in self.eval_set]
         qs = [ex.fields.get("question") for ex in self.eval_set]
