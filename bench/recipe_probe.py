@@ -48,6 +48,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--val-file", default=None, help="JSONL of validation records to score on")
     ap.add_argument("--write-val", default=None, help="write the validation records here")
     ap.add_argument(
+        "--templates",
+        default="all",
+        choices=("all", "train"),
+        help="phrasings of the training pool: all of them, or only those the quickstart trains on",
+    )
+    ap.add_argument(
+        "--heldout-val-file",
+        default=None,
+        help="JSONL of questions in held-out phrasings, also scored (with the calculator when "
+        "--calculator): how far the recipe reads wordings it never trained on",
+    )
+    ap.add_argument(
         "--drill",
         type=int,
         default=0,
@@ -74,13 +86,15 @@ def main(argv: list[str] | None = None) -> dict:
     diff = [int(d) for d in args.difficulty.split(",")]
     style_kw = {"style": args.style} if args.style else {}
     t0 = time.perf_counter()
+    style_kw["templates"] = args.templates
     pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
     if args.extra_tasks:  # another seed: other draws of those tasks
         pool += data.generate(args.extra_tasks, n=args.extra_n, seed=1, difficulty=diff, **style_kw)
     train_keys = {data.question_key(r.question) for r in pool}
+    heldout = data.read_jsonl(args.heldout_val_file) if args.heldout_val_file else []
     if args.val_file:  # one frozen validation set, so every row of the study is comparable
         val = data.read_jsonl(args.val_file)
-        val_keys = {data.question_key(v.question) for v in val}
+        val_keys = {data.question_key(v.question) for v in [*val, *heldout]}
         pool = [r for r in pool if data.question_key(r.question) not in val_keys]
     else:
         val = data.generate(
@@ -118,6 +132,15 @@ def main(argv: list[str] | None = None) -> dict:
     if args.calculator:
         calc = score(evaluate(result.model, val, calculator=True, **eval_kw))
         calc["seconds"] = round(time.perf_counter() - t_end, 1)
+    held = None
+    if heldout:
+        t_held = time.perf_counter()
+        held = score(evaluate(result.model, heldout, calculator=args.calculator, **eval_kw))
+        held["calculator"] = args.calculator
+        held["seconds"] = round(time.perf_counter() - t_held, 1)
+        held["val_set_sha256_12"] = hashlib.sha256(
+            "\n".join(r.question for r in heldout).encode()
+        ).hexdigest()[:12]
     val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
     out = {
         "name": args.name,
@@ -144,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics": {k: v for k, v in report.metrics.items() if not isinstance(v, dict | list)},
         "failures": alone["failures"],
         **({"calculator": calc} if calc is not None else {}),
+        **({"heldout_phrasings": held} if held is not None else {}),
+        "templates": args.templates,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -152,6 +177,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {k:15s} {v['correct']:3d}/{v['n']:3d}")
     if calc is not None:
         print(json.dumps({"calculator": {k: calc[k] for k in ("accuracy", "step_validity")}}))
+    if held is not None:
+        print(
+            json.dumps({"heldout_phrasings": {k: held[k] for k in ("accuracy", "step_validity")}})
+        )
     return out
 
 
