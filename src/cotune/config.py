@@ -182,6 +182,10 @@ class TrainCfg(_Strict):
     bucket_multiple: Int = Field(
         64, ge=1, description="trained-position gather bucket is rounded up to this"
     )
+    # True for traces the model will write with the calculator (data.style: tool): the
+    # values after each claim's "=" stay in the sequence but are not trained, since the
+    # calculator writes them (cotune.train.batches).
+    mask_values: Bool = Field(False, description="do not train the values of claims")
     # "data": the training loss's softmax runs over the tokens that occur as targets in the
     # run's training data plus `loss_negatives` tokens drawn uniformly from the rest of
     # Gemma's 262,144-token vocabulary each step, weighted to stand for all of the rest (a
@@ -191,10 +195,6 @@ class TrainCfg(_Strict):
     # some questions (the quickstart at 220 steps: 25 of 256 test completions), so no
     # shipped recipe uses it (docs/recipe.md). Evaluation and validation loss stay over
     # the full vocabulary.
-    # True for traces the model will write with the calculator (data.style: tool): the
-    # values after each claim's "=" stay in the sequence but are not trained, since the
-    # calculator writes them (cotune.train.batches).
-    mask_values: Bool = Field(False, description="do not train the values of claims")
     loss_vocab: Literal["full", "data"] = Field(
         "full", description="softmax of the training loss over the whole vocabulary or the data's"
     )
