@@ -84,22 +84,22 @@ def main(argv: list[str] | None = None) -> dict:
     from cotune.train.sft import train
 
     diff = [int(d) for d in args.difficulty.split(",")]
-    style_kw = {"style": args.style} if args.style else {}
+    gen_kw = {"style": args.style} if args.style else {}
     t0 = time.perf_counter()
-    style_kw["templates"] = args.templates
-    pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **style_kw)
+    gen_kw["templates"] = args.templates
+    pool = data.generate(args.tasks, n=args.n_train, seed=0, difficulty=diff, **gen_kw)
     if args.extra_tasks:  # another seed: other draws of those tasks
-        pool += data.generate(args.extra_tasks, n=args.extra_n, seed=1, difficulty=diff, **style_kw)
-    train_keys = {data.question_key(r.question) for r in pool}
+        pool += data.generate(args.extra_tasks, n=args.extra_n, seed=1, difficulty=diff, **gen_kw)
     heldout = data.read_jsonl(args.heldout_val_file) if args.heldout_val_file else []
+    held_keys = {data.question_key(r.question) for r in heldout}
+    pool = [r for r in pool if data.question_key(r.question) not in held_keys]
+    train_keys = {data.question_key(r.question) for r in pool}
     if args.val_file:  # one frozen validation set, so every row of the study is comparable
         val = data.read_jsonl(args.val_file)
-        val_keys = {data.question_key(v.question) for v in [*val, *heldout]}
+        val_keys = {data.question_key(v.question) for v in val}
         pool = [r for r in pool if data.question_key(r.question) not in val_keys]
     else:
-        val = data.generate(
-            args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **style_kw
-        )
+        val = data.generate(args.tasks, n=4 * args.n_val, seed=VAL_SEED, difficulty=diff, **gen_kw)
         val = [r for r in val if data.question_key(r.question) not in train_keys][: args.n_val]
     if args.drill:
         pool = pool + drill_records(pool, args.drill)
@@ -138,10 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
         held = score(evaluate(result.model, heldout, calculator=args.calculator, **eval_kw))
         held["calculator"] = args.calculator
         held["seconds"] = round(time.perf_counter() - t_held, 1)
-        held["val_set_sha256_12"] = hashlib.sha256(
-            "\n".join(r.question for r in heldout).encode()
-        ).hexdigest()[:12]
-    val_sha = hashlib.sha256("\n".join(r.question for r in val).encode()).hexdigest()[:12]
+        held["val_set_sha256_12"] = questions_sha(heldout)
+    val_sha = questions_sha(val)
     out = {
         "name": args.name,
         "val_set_sha256_12": val_sha,  # rows are comparable when this matches
@@ -182,6 +180,12 @@ def main(argv: list[str] | None = None) -> dict:
             json.dumps({"heldout_phrasings": {k: held[k] for k in ("accuracy", "step_validity")}})
         )
     return out
+
+
+def questions_sha(records) -> str:
+    """The first 12 hex digits of the SHA-256 of a set's questions: rows scored on sets with
+    the same value compare like for like."""
+    return hashlib.sha256("\n".join(r.question for r in records).encode()).hexdigest()[:12]
 
 
 def score(report) -> dict:

@@ -384,17 +384,8 @@ ROUND_DECIMALS = 2
 
 def _exact_places(x: Fraction) -> int | None:
     """Decimal places ``x`` needs exactly, or None if it repeats or needs too many."""
-    d, places = x.denominator, 0
-    while d % 10 == 0 or d % 2 == 0 or d % 5 == 0:
-        if places >= MAX_EXACT_DECIMALS:
-            return None
-        d = d // 10 if d % 10 == 0 else d // 2 if d % 2 == 0 else d // 5
-        places += 1
-    if d != 1:
-        return None
-    while x * 10**places != int(x * 10**places):  # 2s and 5s can need extra places
-        places += 1
-    return places if places <= MAX_EXACT_DECIMALS else None
+    places = _decimals(x)
+    return places if places is not None and places <= MAX_EXACT_DECIMALS else None
 
 
 def _fixed(x: Fraction, places: int) -> str:

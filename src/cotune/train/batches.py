@@ -173,13 +173,10 @@ def tokenize_record(
     )
     end = end_token_id(tokenizer, template)
 
-    def build(reason: str) -> list[int]:
-        nonlocal trained
-        ids, trained = encode_completion(tokenizer, reason, answer, schema, mask_values)
-        return ids
+    def build(reason: str) -> tuple[list[int], list[bool]]:
+        return encode_completion(tokenizer, reason, answer, schema, mask_values)
 
-    trained: list[bool] = []
-    completion = build(reasoning)
+    completion, trained = build(reasoning)
     truncated = False
     r_ids = tokenizer.encode(reasoning) if reasoning else []
     too_long_reasoning = max_reasoning_tokens is not None and len(r_ids) > max_reasoning_tokens
@@ -193,7 +190,7 @@ def tokenize_record(
         if max_reasoning_tokens is not None:
             keep = min(keep, max_reasoning_tokens)
         while keep > 0:
-            completion = build(tokenizer.decode(r_ids[:keep]).rstrip() + " ...")
+            completion, trained = build(tokenizer.decode(r_ids[:keep]).rstrip() + " ...")
             if len(prompt) + len(completion) + 1 <= max_seq_len:
                 break
             keep -= max(1, keep // 16)
